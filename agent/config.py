@@ -1,0 +1,24 @@
+"""Agent settings that may change live (Serve ``user_config`` → ``reconfigure``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Use the tools you are given when they help: "
+    "the calculator for arithmetic, current_time for dates and times. "
+    "Answer briefly."
+)
+
+
+class AgentConfig(BaseModel):
+    """Behaviour of the reasoning loop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, max_length=20_000)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=512, ge=1, le=32_768)
+    max_steps: int = Field(default=6, ge=1, le=50)
+    tool_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    history_limit: int = Field(default=50, ge=0, le=1000)

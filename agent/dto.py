@@ -1,0 +1,163 @@
+"""Data transfer objects: what crosses HTTP and deployment handles alike.
+
+All are pydantic models, so they validate on the way in and pickle across
+Ray handles unchanged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+MAX_MESSAGE_CHARS = 32_000
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class ToolCall(BaseModel):
+    """A function call the LLM asked for; ``arguments`` is the raw JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class Message(BaseModel):
+    """One message of a conversation, in OpenAI's chat shape plus an id."""
+
+    id: str = Field(default_factory=lambda: new_id("msg"))
+    role: Role
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The message as the OpenAI chat API expects it."""
+        out: dict[str, Any] = {"role": self.role.value, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.role is Role.TOOL:
+            out["tool_call_id"] = self.tool_call_id
+            if self.name:
+                out["name"] = self.name
+        return out
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class ToolSpec(BaseModel):
+    """A tool as the LLM sees it: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+class ToolErrorKind(StrEnum):
+    NOT_FOUND = "tool_not_found"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    FAILED = "tool_error"
+    TIMEOUT = "tool_timeout"
+    INTERNAL = "internal_error"
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ToolInvocation(BaseModel):
+    """A request to run one tool; ``arguments`` is JSON text or an object."""
+
+    name: str = Field(min_length=1, max_length=128)
+    arguments: str | dict[str, Any] = "{}"
+    call_id: str = Field(default_factory=lambda: new_id("call"))
+
+
+class ToolResult(BaseModel):
+    """What a tool run produced. Failures are values, never exceptions across a handle."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+    error_kind: ToolErrorKind | None = None
+    field_errors: list[FieldError] = Field(default_factory=list)
+    duration_ms: float = 0.0
+
+
+class ChatRequest(BaseModel):
+    """One user turn, from HTTP or from a Python caller holding a handle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    session_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    user_id: str | None = Field(default=None, pattern=ID_PATTERN)
+
+    @property
+    def user(self) -> str:
+        return self.user_id or "anonymous"
+
+
+class ToolCallRecord(BaseModel):
+    """A tool call made during a turn, with its result."""
+
+    id: str
+    name: str
+    arguments: str
+    result: str | None = None
+    is_error: bool = False
+
+
+class ChatResponse(BaseModel):
+    response: str
+    session_id: str
+    message_id: str
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str = "stop"

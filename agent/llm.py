@@ -1,0 +1,136 @@
+"""The LLM client: any OpenAI-compatible endpoint through the ``openai`` SDK.
+
+Retries with exponential backoff and jitter on 408/409/429/5xx and connection
+errors are the SDK's own (``max_retries``), honouring ``Retry-After``. A stream
+is retried only until its first byte: once tokens flowed, a failure ends the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from agent.dto import Message, ToolCall, ToolSpec, Usage
+from agent.errors import (
+    LLMError,
+    LLMRateLimitedError,
+    LLMTimeoutError,
+    LLMUnavailableError,
+)
+from agent.ports import LLMParams, LLMResult, LLMTextDelta
+
+
+class LLMEndpoint(BaseModel):
+    """Where and how to reach the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    model: str
+    api_key: SecretStr = SecretStr("not-needed")
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+
+def map_openai_error(exc: Exception) -> LLMError:
+    """Turn an SDK exception into the core's error; messages never carry secrets."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMTimeoutError("the LLM did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMUnavailableError("the LLM endpoint cannot be reached")
+    if isinstance(exc, openai.RateLimitError):
+        retry = exc.response.headers.get("retry-after")
+        try:
+            retry_after = float(retry) if retry else None
+        except ValueError:
+            retry_after = None
+        return LLMRateLimitedError("the LLM provider is rate limiting us", retry_after=retry_after)
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return LLMError("the LLM provider rejected our credentials")
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return LLMUnavailableError(f"the LLM provider failed (HTTP {exc.status_code})")
+        return LLMError(f"the LLM provider refused the request (HTTP {exc.status_code})")
+    return LLMError("the LLM call failed")
+
+
+class OpenAILLMClient:
+    """``LLMClient`` for an OpenAI-compatible chat completions endpoint."""
+
+    def __init__(self, endpoint: LLMEndpoint) -> None:
+        self.endpoint = endpoint
+        self._client = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key.get_secret_value(),
+            timeout=httpx.Timeout(endpoint.timeout_s, connect=endpoint.connect_timeout_s),
+            max_retries=endpoint.max_retries,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> None:
+        try:
+            await self._client.models.list()
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc) from None
+
+    async def stream_chat(
+        self, messages: list[Message], tools: list[ToolSpec], params: LLMParams
+    ) -> AsyncIterator[LLMTextDelta | LLMResult]:
+        kwargs: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": [m.to_openai() for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if tools:
+            kwargs["tools"] = [t.to_openai() for t in tools]
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            kwargs["max_tokens"] = params.max_tokens
+
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        usage = Usage()
+        finish: str | None = None
+        try:
+            stream = await self._client.chat.completions.create(**kwargs)
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(
+                            prompt_tokens=chunk.usage.prompt_tokens or 0,
+                            completion_tokens=chunk.usage.completion_tokens or 0,
+                            total_tokens=chunk.usage.total_tokens or 0,
+                        )
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if delta.content:
+                            text.append(delta.content)
+                            yield LLMTextDelta(text=delta.content)
+                        for tc in delta.tool_calls or []:
+                            slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                            if tc.id:
+                                slot["id"] = tc.id
+                            if tc.function is not None:
+                                slot["name"] += tc.function.name or ""
+                                slot["arguments"] += tc.function.arguments or ""
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc) from None
+        except httpx.HTTPError:
+            raise LLMUnavailableError("the LLM stream broke off") from None
+
+        tool_calls = [
+            ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"] or "{}")
+            for i, c in sorted(calls.items())
+        ]
+        yield LLMResult(content="".join(text), tool_calls=tool_calls, usage=usage, finish_reason=finish)

@@ -1,0 +1,100 @@
+"""Ports: what the core needs from the outside world, as Protocols.
+
+Implementations live elsewhere: the OpenAI client in ``agent.llm``, tool
+registries in ``tools``, stores in ``memory``, and handle adapters in
+``deployments`` that reach other Serve deployments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from agent.dto import Message, ToolCall, ToolInvocation, ToolResult, ToolSpec, Usage
+
+
+class LLMParams(BaseModel):
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class LLMTextDelta(BaseModel):
+    """A piece of the assistant's text as the provider streamed it."""
+
+    text: str
+
+
+class LLMResult(BaseModel):
+    """The end of one LLM call: full text, tool calls asked for, usage."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class LLMClient(Protocol):
+    """A chat model reached through an OpenAI-compatible API."""
+
+    def stream_chat(
+        self, messages: list[Message], tools: list[ToolSpec], params: LLMParams
+    ) -> AsyncIterator[LLMTextDelta | LLMResult]:
+        """Stream one completion: text deltas, then exactly one ``LLMResult``.
+
+        Raises:
+            LLMError: (or a subclass) when the provider fails after the retries.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``LLMError`` if the endpoint does not answer."""
+        ...
+
+
+@runtime_checkable
+class ToolExecutor(Protocol):
+    """Runs tools by name. Failures come back as ``ToolResult(is_error=True)``."""
+
+    async def list_tools(self) -> list[ToolSpec]: ...
+
+    async def execute(self, invocation: ToolInvocation) -> ToolResult: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into normalised vectors of one fixed dimension."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class Session(BaseModel):
+    id: str
+    user_id: str
+
+
+@runtime_checkable
+class ConversationStore(Protocol):
+    """The source of truth for sessions and their messages."""
+
+    async def get_or_create_session(self, session_id: str | None, user_id: str) -> Session:
+        """Return the user's session, creating it when ``session_id`` is None or new.
+
+        Raises:
+            NotFoundError: the id exists but belongs to another user.
+        """
+        ...
+
+    async def history(self, session_id: str, limit: int) -> list[Message]:
+        """The newest ``limit`` messages of a session, oldest first."""
+        ...
+
+    async def append(self, session_id: str, messages: list[Message]) -> None:
+        """Store messages durably before returning.
+
+        Raises:
+            StoreUnavailableError: nothing was written.
+        """
+        ...

@@ -1,0 +1,37 @@
+"""EmbeddingDeployment: all-MiniLM-L6-v2 with dynamic batching (``@serve.batch``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from memory.embedder import SentenceTransformerEmbedder
+from serve_app.args import EmbeddingArgs
+
+
+class EmbeddingDeployment:
+    """Embeds texts; concurrent requests are gathered into one model batch.
+
+    Args:
+        args: ``EmbeddingArgs`` (or its dict): model path and batching knobs.
+    """
+
+    def __init__(self, args: EmbeddingArgs | dict[str, object] | None = None) -> None:
+        cfg = EmbeddingArgs.model_validate(args or {})
+        self.embedder = SentenceTransformerEmbedder(cfg.model_path)
+        self._embed_batch.set_max_batch_size(cfg.max_batch_size)
+        self._embed_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        # NOTE: the model runs in a worker thread so the replica keeps taking requests
+        # (and so keeps filling the next batch) while this one encodes.
+        return await asyncio.to_thread(self.embedder.encode, texts)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Normalised 384-dimensional vectors, one per text, in order."""
+        return list(await asyncio.gather(*(self._embed_batch(t) for t in texts)))
+
+    async def check_health(self) -> None:
+        return None

@@ -1,0 +1,107 @@
+"""Adapters from deployment handles to the core's ports and the HTTP layer's service.
+
+NOTE: an exception raised in a replica reaches the caller wrapped in
+``RayTaskError``; ``_unwrap`` gives back the core's own error so the HTTP
+error table sees the same types in Ray and in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from ray.exceptions import RayTaskError
+from ray.serve.handle import DeploymentHandle
+
+from agent.dto import ChatRequest, ChatResponse, ToolInvocation, ToolResult, ToolSpec
+from agent.errors import AgentError
+from agent.events import AgentEvent, ErrorEvent
+from serve_app.http.services import CheckResult
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, RayTaskError) and isinstance(cause, AgentError):
+        return cause
+    return exc
+
+
+class HandleToolExecutor:
+    """``ToolExecutor`` over a ToolExecutorDeployment handle."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def list_tools(self) -> list[ToolSpec]:
+        specs: list[ToolSpec] = await self.handle.list_tools.remote()
+        return specs
+
+    async def execute(self, invocation: ToolInvocation) -> ToolResult:
+        result: ToolResult = await self.handle.execute.remote(invocation)
+        return result
+
+
+class HandleEmbedder:
+    """``Embedder`` over an EmbeddingDeployment handle."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = await self.handle.embed.remote(texts)
+        return vectors
+
+
+class HandleAgentService:
+    """The HTTP layer's ``AgentService`` over the Agent and ToolExecutor handles."""
+
+    def __init__(self, agent: DeploymentHandle, tools: DeploymentHandle) -> None:
+        self.agent = agent
+        self.stream_handle = agent.options(stream=True)
+        self.tools = HandleToolExecutor(tools)
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        try:
+            response: ChatResponse = await self.agent.chat.remote(request)
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
+        return response
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
+        gen = self.stream_handle.stream.remote(request)
+        finished = False
+        try:
+            async for event in gen:
+                yield event
+            finished = True
+        except RayTaskError as exc:
+            err = _unwrap(exc)
+            finished = True
+            if isinstance(err, AgentError):
+                yield ErrorEvent(error_type=err.code, message=err.message)
+            else:
+                logger.error("agent stream failed: %s", type(err).__name__)
+                yield ErrorEvent(error_type="internal_error", message="internal error")
+        finally:
+            if not finished:
+                # NOTE: the client went away: cancel the turn in the Agent replica too.
+                gen.cancel()
+
+    async def list_tools(self) -> list[ToolSpec]:
+        return await self.tools.list_tools()
+
+    async def execute_tool(self, invocation: ToolInvocation) -> ToolResult:
+        return await self.tools.execute(invocation)
+
+    async def health(self) -> dict[str, CheckResult]:
+        started = time.perf_counter()
+        try:
+            checks: dict[str, CheckResult] = await self.agent.health.remote()
+        except Exception:
+            return {"agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000,
+                                         error="agent unreachable")}
+        checks["agent"] = CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000)
+        return checks

@@ -1,0 +1,58 @@
+"""Typed application args: the ``args:`` block of a Serve config, validated strictly."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from agent.config import AgentConfig
+from agent.llm import LLMEndpoint
+from serve_app.local_llm.args import LocalLLMArgs
+from serve_app.settings import Settings
+
+
+class LLMArgs(BaseModel):
+    """Which model to call. Secrets never go here: ``LLM_API_KEY`` comes from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(default=None, description="External endpoint; LLM_BASE_URL overrides it.")
+    model: str = "smollm2-135m-instruct"
+    local_base_url: str = Field(
+        default="http://127.0.0.1:8000/llm/v1",
+        description="The LocalLLM application's route, used when no external endpoint is set.",
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+    def endpoint(self, settings: Settings) -> LLMEndpoint:
+        base_url = settings.llm_base_url or self.base_url or self.local_base_url
+        key = settings.llm_api_key or SecretStr("not-needed")
+        return LLMEndpoint(
+            base_url=base_url,
+            model=settings.llm_model or self.model,
+            api_key=key,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
+
+class EmbeddingArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = None
+    max_batch_size: int = Field(default=64, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+
+
+class AgentServeArgs(BaseModel):
+    """Args of ``serve_app.builder:build_app``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: LLMArgs = Field(default_factory=LLMArgs)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    tools: list[str] = Field(default_factory=list, description="Extra tools as 'module:Class' import paths.")
+    embedding: EmbeddingArgs = Field(default_factory=EmbeddingArgs)
+
+
+__all__ = ["AgentServeArgs", "EmbeddingArgs", "LLMArgs", "LocalLLMArgs"]

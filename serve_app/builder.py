@@ -1,0 +1,98 @@
+"""Serve application builders: the only place that composes deployments.
+
+``serve run`` / ``serve deploy`` call these through ``import_path`` with the
+config's ``args:`` block, which is validated strictly before anything starts.
+Per-deployment options below are the code defaults; a config's
+``deployments:`` section overrides them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deployments.agent import AgentDeployment
+from deployments.embedding import EmbeddingDeployment
+from deployments.ingress import IngressDeployment
+from deployments.local_llm import LocalLLMDeployment
+from deployments.tool_executor import ToolExecutorDeployment
+from serve_app.args import AgentServeArgs, LocalLLMArgs
+
+
+def _autoscaling(min_r: int, max_r: int, target: float) -> dict[str, Any]:
+    return {
+        "min_replicas": min_r,
+        "initial_replicas": min_r,
+        "max_replicas": max_r,
+        "target_ongoing_requests": target,
+        "upscale_delay_s": 5,
+        "downscale_delay_s": 60,
+    }
+
+
+# NOTE: max_ongoing_requests is explicit everywhere: Ray 2.60's default of 5
+# collapses throughput under concurrent load. Fractional CPUs let the whole app
+# (and the local model) fit on 2 cores.
+DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
+    "Ingress": {
+        "max_ongoing_requests": 256,
+        "autoscaling_config": _autoscaling(1, 2, 64),
+        "ray_actor_options": {"num_cpus": 0.25},
+        "graceful_shutdown_timeout_s": 60,
+    },
+    "Agent": {
+        "max_ongoing_requests": 128,
+        "autoscaling_config": _autoscaling(1, 4, 32),
+        "ray_actor_options": {"num_cpus": 0.25},
+        "graceful_shutdown_timeout_s": 60,
+    },
+    "ToolExecutor": {
+        "max_ongoing_requests": 128,
+        "autoscaling_config": _autoscaling(1, 2, 32),
+        "ray_actor_options": {"num_cpus": 0.1},
+    },
+    "Embedding": {
+        "max_ongoing_requests": 256,
+        "autoscaling_config": _autoscaling(1, 2, 64),
+        "ray_actor_options": {"num_cpus": 0.25},
+    },
+    "LocalLLM": {
+        "max_ongoing_requests": 32,
+        "num_replicas": 1,
+        "ray_actor_options": {"num_cpus": 0.5},
+    },
+}
+
+
+def build_app(args: dict[str, Any] | AgentServeArgs | None = None) -> Application:
+    """Compose Ingress → Agent → {ToolExecutor, Embedding}.
+
+    Args:
+        args: The ``args:`` block of the config (``AgentServeArgs``); unknown
+            keys are rejected.
+
+    Returns:
+        The bound application, for ``serve.run`` or a config's ``import_path``.
+    """
+    parsed = AgentServeArgs.model_validate(args or {})
+    opts = DEPLOYMENT_OPTIONS
+    tools = serve.deployment(ToolExecutorDeployment, name="ToolExecutor", **opts["ToolExecutor"]).bind(
+        parsed.tools
+    )
+    embedding = serve.deployment(EmbeddingDeployment, name="Embedding", **opts["Embedding"]).bind(
+        parsed.embedding.model_dump()
+    )
+    agent = serve.deployment(AgentDeployment, name="Agent", **opts["Agent"]).bind(
+        tools, embedding, parsed.model_dump(mode="json")
+    )
+    return serve.deployment(IngressDeployment, name="Ingress", **opts["Ingress"]).bind(agent, tools)
+
+
+def build_local_llm_app(args: dict[str, Any] | LocalLLMArgs | None = None) -> Application:
+    """The bundled SmolLM2 model as an OpenAI-compatible app (route ``/llm`` by convention)."""
+    parsed = LocalLLMArgs.model_validate(args or {})
+    return serve.deployment(LocalLLMDeployment, name="LocalLLM", **DEPLOYMENT_OPTIONS["LocalLLM"]).bind(
+        parsed.model_dump()
+    )

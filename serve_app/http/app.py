@@ -1,0 +1,23 @@
+"""The FastAPI application of the Ingress (Ray-free; handles come in as services)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from serve_app.http.errors import install_error_handlers
+from serve_app.http.middleware import RequestIdMiddleware
+from serve_app.http.routes import chat, health, tools
+from serve_app.http.services import AgentService
+
+
+def create_app(service: AgentService) -> FastAPI:
+    """Build the HTTP app around an ``AgentService``."""
+    app = FastAPI(title="agentserve", version="0.1.0", description="An LLM agent platform on Ray Serve.")
+    app.state.agent_service = service
+    app.state.health_cache = None
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(tools.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

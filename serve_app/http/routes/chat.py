@@ -1,0 +1,50 @@
+"""Chat routes: one turn as JSON, or as Server-Sent Events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from agent.dto import ChatRequest, ChatResponse
+from agent.events import ErrorEvent
+from serve_app.http.deps import AgentServiceDep
+from serve_app.http.errors import ERROR_RESPONSES
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/api", tags=["chat"])
+
+HEARTBEAT_S = 15
+SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+
+
+@router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
+async def chat(body: ChatRequest, agent: AgentServiceDep) -> ChatResponse:
+    """Send a message and get the agent's reply once the turn is done."""
+    return await agent.chat(body)
+
+
+@router.post(
+    "/chat/stream",
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+    response_class=EventSourceResponse,
+)
+async def chat_stream(body: ChatRequest, agent: AgentServiceDep) -> EventSourceResponse:
+    """Send a message and receive the turn as SSE events: token, tool_call, tool_result, message, done|error."""
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        stream = agent.stream(body)
+        try:
+            async for event in stream:
+                yield ServerSentEvent(event=event.type, data=event.model_dump_json())
+        except Exception:
+            # NOTE: headers are sent already; the only honest ending left is an error event.
+            logger.exception("stream failed")
+            err = ErrorEvent(error_type="internal_error", message="internal error")
+            yield ServerSentEvent(event=err.type, data=err.model_dump_json())
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    return EventSourceResponse(events(), ping=HEARTBEAT_S, headers=SSE_HEADERS)

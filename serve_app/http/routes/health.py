@@ -1,0 +1,57 @@
+"""Liveness, readiness and a detailed health report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from serve_app.http.deps import AgentServiceDep
+from serve_app.http.services import CheckResult
+
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT_S = 5.0
+CACHE_S = 2.0
+
+
+async def _checks(request: Request, agent: AgentServiceDep) -> dict[str, CheckResult]:
+    """Run the dependency checks, cached for a moment so probes stay cheap."""
+    cache = request.app.state.health_cache
+    now = time.monotonic()
+    if cache and now - cache[0] < CACHE_S:
+        return dict(cache[1])
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            checks = await agent.health()
+    except Exception as exc:
+        error = "timed out" if isinstance(exc, TimeoutError) else "agent unreachable"
+        checks = {"agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)}
+    request.app.state.health_cache = (now, checks)
+    return checks
+
+
+@router.get("/live")
+async def live() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request, agent: AgentServiceDep) -> JSONResponse:
+    """200 once every dependency answers, 503 before."""
+    checks = await _checks(request, agent)
+    ok = all(c.ok for c in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not_ready"}, status_code=200 if ok else 503)
+
+
+@router.get("/health")
+async def health(request: Request, agent: AgentServiceDep) -> JSONResponse:
+    """Each dependency's status and latency; 503 when any is unhealthy."""
+    checks = await _checks(request, agent)
+    ok = all(c.ok for c in checks.values())
+    body = {"status": "healthy" if ok else "unhealthy", "checks": {k: v.model_dump() for k, v in checks.items()}}
+    return JSONResponse(body, status_code=200 if ok else 503)

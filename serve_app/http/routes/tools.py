@@ -1,0 +1,57 @@
+"""Tool routes: list the tools, run one directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel
+
+from agent.dto import ToolErrorKind, ToolInvocation, ToolSpec
+from agent.errors import AgentError, InvalidRequestError, ToolNotFoundError
+from serve_app.http.deps import AgentServiceDep
+from serve_app.http.errors import ERROR_RESPONSES
+
+router = APIRouter(prefix="/api/tools", tags=["tools"])
+
+
+class ToolRunResponse(BaseModel):
+    name: str
+    result: str
+    duration_ms: float
+
+
+class ToolFailedError(InvalidRequestError):
+    code = "tool_error"
+
+
+class ToolTimeoutError(AgentError):
+    code = "tool_timeout"
+
+
+@router.get("", response_model=list[ToolSpec])
+async def list_tools(agent: AgentServiceDep) -> list[ToolSpec]:
+    """List the tools: name, description and JSON schema of the arguments."""
+    return await agent.list_tools()
+
+
+@router.post("/{name}", response_model=ToolRunResponse, responses=ERROR_RESPONSES)
+async def run_tool(
+    name: str, agent: AgentServiceDep, arguments: dict[str, Any] = Body(default_factory=dict)
+) -> ToolRunResponse:
+    """Run one tool with the JSON object in the body as its arguments."""
+    result = await agent.execute_tool(ToolInvocation(name=name, arguments=arguments))
+    if not result.is_error:
+        return ToolRunResponse(name=result.name, result=result.content, duration_ms=result.duration_ms)
+    match result.error_kind:
+        case ToolErrorKind.NOT_FOUND:
+            raise ToolNotFoundError(f"tool '{name}' not found", field="name")
+        case ToolErrorKind.INVALID_ARGUMENTS:
+            field = result.field_errors[0].field if result.field_errors else None
+            raise InvalidRequestError(result.content, field=field)
+        case ToolErrorKind.FAILED:
+            raise ToolFailedError(result.content)
+        case ToolErrorKind.TIMEOUT:
+            raise ToolTimeoutError(result.content)
+        case _:
+            raise AgentError("the tool failed unexpectedly")

@@ -1,0 +1,40 @@
+"""What the HTTP layer needs from the rest of the platform.
+
+The Ingress deployment implements ``AgentService`` with deployment handles;
+``serve_app.inprocess`` implements it in one process (tests, the benchmark
+baseline). Routes know nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from agent.dto import ChatRequest, ChatResponse, ToolInvocation, ToolResult, ToolSpec
+from agent.events import AgentEvent
+
+
+class CheckResult(BaseModel):
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class AgentService(Protocol):
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """Run one turn. Raises the core's ``AgentError`` subclasses."""
+        ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
+        """Run one turn as events; failures arrive as a final ``ErrorEvent``."""
+        ...
+
+    async def list_tools(self) -> list[ToolSpec]: ...
+
+    async def execute_tool(self, invocation: ToolInvocation) -> ToolResult: ...
+
+    async def health(self) -> dict[str, CheckResult]:
+        """Each dependency's check, by name."""
+        ...

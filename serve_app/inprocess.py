@@ -1,0 +1,38 @@
+"""``AgentService`` in one process: the HTTP layer's tests and the benchmark baseline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from agent.dto import ChatRequest, ChatResponse, ToolInvocation, ToolResult, ToolSpec
+from agent.events import AgentEvent
+from agent.loop import Agent
+from agent.ports import ToolExecutor
+from serve_app.http.services import CheckResult
+
+
+class InProcessAgentService:
+    def __init__(self, agent: Agent, tools: ToolExecutor) -> None:
+        self.agent = agent
+        self.tools = tools
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        return await self.agent.chat(request)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
+        return self.agent.stream(request)
+
+    async def list_tools(self) -> list[ToolSpec]:
+        return await self.tools.list_tools()
+
+    async def execute_tool(self, invocation: ToolInvocation) -> ToolResult:
+        return await self.tools.execute(invocation)
+
+    async def health(self) -> dict[str, CheckResult]:
+        started = time.perf_counter()
+        try:
+            await self.agent.llm.ping()
+            return {"llm": CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000)}
+        except Exception:
+            return {"llm": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error="unreachable")}

@@ -1,0 +1,23 @@
+"""Secrets and URLs from the environment (12-factor), typed with pydantic-settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Read in every replica's process; nothing here goes into a config file.
+
+    ``LLM_BASE_URL`` set means an external OpenAI-compatible endpoint, and the
+    local model is then not deployed.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    agentserve_env: Literal["development", "production"] = "development"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
