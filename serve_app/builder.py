@@ -16,7 +16,6 @@ from ray.serve import Application
 from deployments.agent import AgentDeployment
 from deployments.embedding import EmbeddingDeployment
 from deployments.ingress import IngressDeployment
-from deployments.local_llm import LocalLLMDeployment
 from deployments.tool_executor import ToolExecutorDeployment
 from serve_app.args import AgentServeArgs, LocalLLMArgs
 
@@ -92,6 +91,9 @@ def build_app(args: dict[str, Any] | AgentServeArgs | None = None) -> Applicatio
 
 def build_local_llm_app(args: dict[str, Any] | LocalLLMArgs | None = None) -> Application:
     """The bundled SmolLM2 model as an OpenAI-compatible app (route ``/llm`` by convention)."""
+    # NOTE: imported here so the main app never needs llama-cpp-python installed.
+    from deployments.local_llm import LocalLLMDeployment
+
     parsed = LocalLLMArgs.model_validate(args or {})
     return serve.deployment(LocalLLMDeployment, name="LocalLLM", **DEPLOYMENT_OPTIONS["LocalLLM"]).bind(
         parsed.model_dump()

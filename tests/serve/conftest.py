@@ -1,0 +1,74 @@
+"""The Serve tier: one Ray cluster for the whole test session, the app deployed once.
+
+The app talks to the scripted LLM (a real HTTP server in this process) through
+the same ``openai`` client as production. Everything started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from serve_app.scripted_llm import ScriptedLLMServer
+
+APP_NAME = "agentserve"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}},
+    )
+    try:
+        yield
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster: None) -> int:
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+@pytest.fixture(scope="session")
+def deployed_app(serve_port: int, scripted_llm_server: ScriptedLLMServer) -> str:
+    """Deploys the whole app against the scripted LLM; returns the HTTP base URL."""
+    from ray import serve
+
+    from serve_app.builder import build_app
+
+    args = {
+        "llm": {"base_url": scripted_llm_server.base_url, "model": "scripted", "max_retries": 0},
+        "agent": {"tool_timeout_s": 5},
+    }
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://127.0.0.1:{serve_port}"
+
+
+@pytest.fixture
+async def http(deployed_app: str) -> httpx.AsyncClient:
+    async with httpx.AsyncClient(base_url=deployed_app, timeout=60) as client:
+        yield client  # type: ignore[misc]

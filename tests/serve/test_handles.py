@@ -1,0 +1,44 @@
+"""Python callers: the same DTOs through deployment handles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agent.dto import ChatRequest, ChatResponse
+from agent.events import DoneEvent, ToolResultEvent
+
+pytestmark = pytest.mark.serve
+
+
+async def test_app_handle_chat(deployed_app: str) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle("agentserve")
+    resp = await handle.chat.remote(ChatRequest(message="What is 6*7?", user_id="py"))
+    assert isinstance(resp, ChatResponse) and "42" in resp.response
+
+
+async def test_agent_handle_stream(deployed_app: str) -> None:
+    from ray import serve
+
+    agent = serve.get_deployment_handle("Agent", app_name="agentserve")
+    events = [e async for e in agent.options(stream=True).stream.remote(ChatRequest(message="calc: 9*9"))]
+    assert any(isinstance(e, ToolResultEvent) and e.content == "81" for e in events)
+    assert isinstance(events[-1], DoneEvent)
+
+
+async def test_embedding_handle(deployed_app: str) -> None:
+    from ray import serve
+
+    emb = serve.get_deployment_handle("Embedding", app_name="agentserve")
+    texts = ["The cat sits on the mat.", "A kitten rests on a rug.", "Quarterly revenue grew 5%."]
+    vecs = await emb.embed.remote(texts)
+    assert len(vecs) == 3 and all(len(v) == 384 for v in vecs)
+    assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-3) for v in vecs)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vecs[0], vecs[1]) > cos(vecs[0], vecs[2]) + 0.2
