@@ -21,9 +21,7 @@ class AgentError(Exception):
 
     code = "agent_error"
 
-    def __init__(
-        self, message: str, *, field: str | None = None, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, field: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
@@ -35,9 +33,7 @@ class AgentError(Exception):
         return (_rebuild, (type(self), self.message, self.field, self.retry_after))
 
 
-def _rebuild(
-    cls: type[AgentError], message: str, field: str | None, retry_after: float | None
-) -> AgentError:
+def _rebuild(cls: type[AgentError], message: str, field: str | None, retry_after: float | None) -> AgentError:
     return cls(message, field=field, retry_after=retry_after)
 
 

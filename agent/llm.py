@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -22,6 +21,9 @@ from agent.errors import (
     LLMUnavailableError,
 )
 from agent.ports import LLMParams, LLMResult, LLMTextDelta
+
+
+_TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "anyio", "h11"}
 
 
 class LLMEndpoint(BaseModel):
@@ -67,7 +69,7 @@ class OpenAILLMClient:
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key.get_secret_value(),
-            timeout=httpx.Timeout(endpoint.timeout_s, connect=endpoint.connect_timeout_s),
+            timeout=openai.Timeout(endpoint.timeout_s, connect=endpoint.connect_timeout_s),
             max_retries=endpoint.max_retries,
         )
 
@@ -126,8 +128,12 @@ class OpenAILLMClient:
                             finish = choice.finish_reason
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from None
-        except httpx.HTTPError:
-            raise LLMUnavailableError("the LLM stream broke off") from None
+        except Exception as exc:
+            # NOTE: a connection that breaks mid-stream surfaces as the SDK's transport
+            # error (httpx/httpx2, depending on the SDK version), not as an OpenAIError.
+            if type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
+                raise LLMUnavailableError("the LLM stream broke off") from None
+            raise
 
         tool_calls = [
             ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"] or "{}")

@@ -155,7 +155,9 @@ class Agent:
                 yield DoneEvent(session_id=session.id, message_id=reply.id, usage=usage, steps=step)
                 return
 
-            call_msg = Message(role=Role.ASSISTANT, content=result.content or None, tool_calls=result.tool_calls)
+            call_msg = Message(
+                role=Role.ASSISTANT, content=result.content or None, tool_calls=result.tool_calls
+            )
             for call in result.tool_calls:
                 yield ToolCallEvent(id=call.id, name=call.name, arguments=call.arguments)
             tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s)
@@ -174,7 +176,11 @@ class Agent:
         yield TokenEvent(text=text)
         yield MessageEvent(message_id=reply.id, content=text)
         yield DoneEvent(
-            session_id=session.id, message_id=reply.id, usage=usage, steps=cfg.max_steps, finish_reason="max_steps"
+            session_id=session.id,
+            message_id=reply.id,
+            usage=usage,
+            steps=cfg.max_steps,
+            finish_reason="max_steps",
         )
 
     async def _run_tools(self, calls: list[ToolCall], timeout_s: float) -> list[ToolResult]:

@@ -101,7 +101,10 @@ class HandleAgentService:
         try:
             checks: dict[str, CheckResult] = await self.agent.health.remote()
         except Exception:
-            return {"agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000,
-                                         error="agent unreachable")}
+            return {
+                "agent": CheckResult(
+                    ok=False, latency_ms=(time.perf_counter() - started) * 1000, error="agent unreachable"
+                )
+            }
         checks["agent"] = CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000)
         return checks

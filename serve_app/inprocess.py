@@ -35,4 +35,8 @@ class InProcessAgentService:
             await self.agent.llm.ping()
             return {"llm": CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000)}
         except Exception:
-            return {"llm": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error="unreachable")}
+            return {
+                "llm": CheckResult(
+                    ok=False, latency_ms=(time.perf_counter() - started) * 1000, error="unreachable"
+                )
+            }

@@ -11,6 +11,7 @@ as any provider. What it answers is decided by rules on the last message:
 - ``tool: <name> <json>; ...``  → those tool calls, all in one step
 - ``slow: <n>``                → <n> tokens, ``slow_token_delay_s`` apart
 - ``fail: <status>``           → that HTTP status with an OpenAI error body
+- ``hang: <seconds>``           → wait that long before answering (timeouts)
 - anything else                → "You said: <message>" (or ``reply_tokens`` tokens)
 
 Run it alone with ``python -m serve_app.scripted_llm --port 8100``.
@@ -58,6 +59,8 @@ def decide(messages: list[dict[str, Any]], cfg: ScriptedLLMConfig) -> dict[str, 
     if last.get("role") == "tool":
         return {"content": f"The result is {last.get('content')}."}
     text = str(last.get("content") or "").strip()
+    if m := re.match(r"hang:\s*([\d.]+)", text):
+        return {"content": "late", "hang": float(m.group(1))}
     if m := re.match(r"fail:\s*(\d{3})", text):
         return {"fail": int(m.group(1))}
     if text.startswith("tool:"):
@@ -92,7 +95,10 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": cfg.model, "object": "model", "created": 0, "owned_by": "test"}]}
+        return {
+            "object": "list",
+            "data": [{"id": cfg.model, "object": "model", "created": 0, "owned_by": "test"}],
+        }
 
     @app.get("/_requests")
     async def requests_seen() -> dict[str, Any]:
@@ -110,10 +116,12 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
         body = await request.json()
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         messages = body.get("messages", [])
-        app.state.requests.append({"id": cid, "messages": messages, "tools": body.get("tools"), "stream": body.get("stream", False)})
+        app.state.requests.append(
+            {"id": cid, "messages": messages, "tools": body.get("tools"), "stream": body.get("stream", False)}
+        )
         plan = decide(messages, cfg)
-        if cfg.latency_s:
-            await asyncio.sleep(cfg.latency_s)
+        if cfg.latency_s or plan.get("hang"):
+            await asyncio.sleep(cfg.latency_s + plan.get("hang", 0.0))
         if "fail" in plan:
             status = plan["fail"]
             return JSONResponse(
@@ -122,27 +130,44 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
             )
         prompt_tokens = _words(messages)
         calls = [
-            {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
-             "function": {"name": name, "arguments": json.dumps(args)}}
+            {
+                "id": f"call_{uuid.uuid4().hex[:8]}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
             for name, args in plan.get("tool_calls", [])
         ]
         content = plan.get("content")
         toks = _tokens(content) if content else []
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(len(toks), len(calls) * 8),
-                 "total_tokens": prompt_tokens + max(len(toks), len(calls) * 8)}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max(len(toks), len(calls) * 8),
+            "total_tokens": prompt_tokens + max(len(toks), len(calls) * 8),
+        }
         finish = "tool_calls" if calls else "stop"
         if not body.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
                 msg["tool_calls"] = calls
-            return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": cfg.model,
-                    "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage}
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": cfg.model,
+                "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+                "usage": usage,
+            }
         delay = plan.get("delay", cfg.token_delay_s)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], fin: str | None = None) -> str:
-            obj = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": cfg.model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": fin}]}
+            obj = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": cfg.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fin}],
+            }
             return f"data: {json.dumps(obj)}\n\n"
 
         async def gen() -> AsyncIterator[str]:
@@ -153,13 +178,31 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
                         await asyncio.sleep(delay)
                     yield chunk({"content": tok})
                 for i, c in enumerate(calls):
-                    yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                                 "function": {"name": c["function"]["name"], "arguments": ""}}]})
-                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]})
+                    yield chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": c["id"],
+                                    "type": "function",
+                                    "function": {"name": c["function"]["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                    yield chunk(
+                        {"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]}
+                    )
                 yield chunk({}, finish)
                 if include_usage:
-                    obj = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                           "model": cfg.model, "choices": [], "usage": usage}
+                    obj = {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": cfg.model,
+                        "choices": [],
+                        "usage": usage,
+                    }
                     yield f"data: {json.dumps(obj)}\n\n"
                 yield "data: [DONE]\n\n"
                 app.state.finished.append(cid)
@@ -177,7 +220,9 @@ class ScriptedLLMServer:
 
     def __init__(self, cfg: ScriptedLLMConfig | None = None, port: int = 0) -> None:
         self.app = create_scripted_llm_app(cfg)
-        self._config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        self._config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -210,7 +255,9 @@ class ScriptedLLMServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--latency-s", type=float, default=0.0)

@@ -42,15 +42,28 @@ async def test_stream_failure_ends_with_an_error_event(client: httpx.AsyncClient
     r = await client.post("/api/chat/stream", json={"message": "fail: 500"})
     assert r.status_code == 200
     events = parse_sse(r.text)
-    assert events == [("error", {"type": "error", "error_type": "llm_unavailable",
-                                 "message": "the LLM provider failed (HTTP 500)"})]
+    assert events == [
+        (
+            "error",
+            {
+                "type": "error",
+                "error_type": "llm_unavailable",
+                "message": "the LLM provider failed (HTTP 500)",
+            },
+        )
+    ]
 
 
 async def test_llm_failure_maps_to_status_and_error_shape(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/chat", json={"message": "fail: 503"}, headers={"X-Request-ID": "req-1"})
     assert r.status_code == 503 and r.headers["retry-after"]
-    assert r.json() == {"error": {"type": "llm_unavailable", "message": "the LLM provider failed (HTTP 503)",
-                                  "request_id": "req-1"}}
+    assert r.json() == {
+        "error": {
+            "type": "llm_unavailable",
+            "message": "the LLM provider failed (HTTP 503)",
+            "request_id": "req-1",
+        }
+    }
     r = await client.post("/api/chat", json={"message": "fail: 401"})
     assert r.status_code == 502
     assert r.json()["error"]["message"] == "the LLM provider rejected our credentials"
@@ -82,5 +95,7 @@ async def test_unknown_route_and_method_use_the_error_shape(client: httpx.AsyncC
 
 async def test_other_users_session_is_a_404(client: httpx.AsyncClient) -> None:
     mine = (await client.post("/api/chat", json={"message": "hi", "user_id": "alice"})).json()
-    r = await client.post("/api/chat", json={"message": "hi", "user_id": "bob", "session_id": mine["session_id"]})
+    r = await client.post(
+        "/api/chat", json={"message": "hi", "user_id": "bob", "session_id": mine["session_id"]}
+    )
     assert r.status_code == 404 and r.json()["error"]["field"] == "session_id"

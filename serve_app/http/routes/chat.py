@@ -32,7 +32,7 @@ async def chat(body: ChatRequest, agent: AgentServiceDep) -> ChatResponse:
     response_class=EventSourceResponse,
 )
 async def chat_stream(body: ChatRequest, agent: AgentServiceDep) -> EventSourceResponse:
-    """Send a message and receive the turn as SSE events: token, tool_call, tool_result, message, done|error."""
+    """Send a message; receive the turn as SSE: token, tool_call, tool_result, message, done|error."""
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         stream = agent.stream(body)

@@ -29,7 +29,9 @@ async def _checks(request: Request, agent: AgentServiceDep) -> dict[str, CheckRe
             checks = await agent.health()
     except Exception as exc:
         error = "timed out" if isinstance(exc, TimeoutError) else "agent unreachable"
-        checks = {"agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)}
+        checks = {
+            "agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)
+        }
     request.app.state.health_cache = (now, checks)
     return checks
 
@@ -53,5 +55,8 @@ async def health(request: Request, agent: AgentServiceDep) -> JSONResponse:
     """Each dependency's status and latency; 503 when any is unhealthy."""
     checks = await _checks(request, agent)
     ok = all(c.ok for c in checks.values())
-    body = {"status": "healthy" if ok else "unhealthy", "checks": {k: v.model_dump() for k, v in checks.items()}}
+    body = {
+        "status": "healthy" if ok else "unhealthy",
+        "checks": {k: v.model_dump() for k, v in checks.items()},
+    }
     return JSONResponse(body, status_code=200 if ok else 503)

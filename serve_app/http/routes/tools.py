@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel
@@ -37,10 +37,10 @@ async def list_tools(agent: AgentServiceDep) -> list[ToolSpec]:
 
 @router.post("/{name}", response_model=ToolRunResponse, responses=ERROR_RESPONSES)
 async def run_tool(
-    name: str, agent: AgentServiceDep, arguments: dict[str, Any] = Body(default_factory=dict)
+    name: str, agent: AgentServiceDep, arguments: Annotated[dict[str, Any] | None, Body()] = None
 ) -> ToolRunResponse:
     """Run one tool with the JSON object in the body as its arguments."""
-    result = await agent.execute_tool(ToolInvocation(name=name, arguments=arguments))
+    result = await agent.execute_tool(ToolInvocation(name=name, arguments=arguments or {}))
     if not result.is_error:
         return ToolRunResponse(name=result.name, result=result.content, duration_ms=result.duration_ms)
     match result.error_kind:

@@ -67,7 +67,9 @@ async def test_history_carries_over_within_a_session(scripted_llm: ScriptedLLMSe
 async def test_session_of_another_user_is_not_found(scripted_llm: ScriptedLLMServer) -> None:
     agent = make_agent(scripted_llm)
     first = await agent.chat(ChatRequest(message="hi", user_id="alice"))
-    events = [e async for e in agent.stream(ChatRequest(message="hi", session_id=first.session_id, user_id="bob"))]
+    events = [
+        e async for e in agent.stream(ChatRequest(message="hi", session_id=first.session_id, user_id="bob"))
+    ]
     assert len(events) == 1 and isinstance(events[0], ErrorEvent) and events[0].error_type == "not_found"
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: the single-process baseline, a wrk load driver and the turn-latency comparison."""

@@ -1,0 +1,100 @@
+"""Where the CPU goes: per-process CPU time from /proc (Linux), grouped by role.
+
+Ray names its worker processes after what they run (``ray::ServeReplica:app:Agent``,
+``ray::ProxyActor``, ...), so a process tree rooted at the benchmark can be
+split into Serve proxy, each deployment's replicas, the controller and Ray's
+own daemons. The machine-wide busy time tells how much CPU other processes
+(other people's tests, say) took during a run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    # NOTE: the command name (field 2) may hold spaces; everything after ')' is positional.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one process (all its threads), or None if it is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def descendants(root: int) -> list[int]:
+    """All live processes below ``root``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(int(entry))[1]), []).append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def role(pid: int) -> str:
+    """A short name for what a Ray (or other) process does, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except FileNotFoundError:
+        return "gone"
+    if "ServeReplica:" in cmd:
+        return "replica " + cmd.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+    for needle, name in (
+        ("ProxyActor", "Serve proxy"),
+        ("ServeController", "Serve controller"),
+        ("gcs_server", "Ray GCS"),
+        ("raylet", "raylet"),
+        ("ray::IDLE", "Ray idle workers"),
+    ):
+        if needle in cmd:
+            return name
+    if "ray" in cmd:
+        return "Ray other"
+    return cmd.split()[0].rsplit("/", 1)[-1] if cmd else "?"
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle since boot."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+
+
+@dataclass
+class CpuSnapshot:
+    wall_s: float
+    machine_busy_s: float
+    per_pid: dict[int, float]
+
+
+def snapshot(pids: list[int]) -> CpuSnapshot:
+    per_pid = {pid: cpu for pid in pids if (cpu := process_cpu_s(pid)) is not None}
+    return CpuSnapshot(time.monotonic(), machine_busy_s(), per_pid)
+
+
+def cpu_by_role(before: CpuSnapshot, after: CpuSnapshot, roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per role between two snapshots; a process born in between counts from zero."""
+    spent: dict[str, float] = {}
+    for pid, cpu in after.per_pid.items():
+        name = roles.get(pid) or role(pid)
+        spent[name] = spent.get(name, 0.0) + cpu - before.per_pid.get(pid, 0.0)
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))

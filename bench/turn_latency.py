@@ -1,0 +1,248 @@
+"""Per-turn latency of one tool-calling turn: Ray Serve app vs the single-process baseline.
+
+One command starts everything, measures both stacks in the same run and stops
+everything it started (its subprocesses by PID, then Serve and Ray), also on
+Ctrl-C or an error::
+
+    python -m bench.turn_latency
+
+The LLM is the scripted OpenAI-compatible server with zero latency, so what is
+measured is the serving stack: HTTP, the reasoning loop, two streamed LLM calls
+over HTTP, one calculator call, the in-memory store. Each stack is checked for
+the right answer, warmed up, then driven by wrk at concurrency 1 (sequential)
+and 32. The baseline runs before Ray starts, so Ray's idle daemons do not slow it.
+Results go to ``bench/results/turn_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import procs
+from bench.load import require_wrk, run_wrk
+
+TURN = {"message": "calc: 17*23"}
+EXPECT = "The result is 391"
+RESULTS = Path(__file__).parent / "results"
+APP_NAME = "agentserve"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
+    log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see bench/results/*.log")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:g}s")
+
+
+def check_turn(base_url: str) -> None:
+    body = httpx.post(f"{base_url}/api/chat", json=TURN, timeout=60).raise_for_status().json()
+    calls = [c["name"] for c in body["tool_calls"]]
+    if EXPECT not in body["response"] or calls != ["calculator"]:
+        raise RuntimeError(f"{base_url} answered {body}")
+
+
+def measured(url: str, concurrency: int, seconds: float, roles: dict[int, str]) -> dict[str, Any]:
+    """One wrk run with the CPU time of every process we started, by role."""
+    pids = [os.getpid(), *procs.descendants(os.getpid())]
+    before = procs.snapshot(pids)
+    load = run_wrk(url, concurrency, seconds, body=json.dumps(TURN), expect=EXPECT)
+    after = procs.snapshot([os.getpid(), *procs.descendants(os.getpid())])
+    cpu = procs.cpu_by_role(before, after, roles)
+    wall = after.wall_s - before.wall_s
+    ours = sum(cpu.values()) + load.driver_cpu_s
+    turns = max(load.requests, 1)
+    return {
+        "load": load.to_dict(),
+        "cpu_ms_per_turn": {k: round(v / turns * 1000, 2) for k, v in cpu.items() if v > 0.005},
+        "wrk_cpu_ms_per_turn": round(load.driver_cpu_s / turns * 1000, 3),
+        "our_cores_busy": round(ours / wall, 2),
+        "other_cores_busy": round(max(after.machine_busy_s - before.machine_busy_s - ours, 0) / wall, 2),
+    }
+
+
+def measure_stack(base_url: str, a: argparse.Namespace, roles: dict[int, str]) -> dict[str, Any]:
+    check_turn(base_url)
+    run_wrk(f"{base_url}/api/chat", a.concurrency, a.warmup_s, body=json.dumps(TURN), expect=EXPECT)
+    url = f"{base_url}/api/chat"
+    return {
+        "c1": measured(url, 1, a.seq_s, roles),
+        f"c{a.concurrency}": measured(url, a.concurrency, a.conc_s, roles),
+    }
+
+
+def start_serve(llm_url: str) -> tuple[str, dict[str, float]]:
+    """Ray in this process, the Serve proxy on a free port, the app deployed at ``/``."""
+    import ray
+    from ray import serve
+
+    from serve_app.builder import build_app
+
+    t0 = time.monotonic()
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}},
+    )
+    t1 = time.monotonic()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {"llm": {"base_url": llm_url, "model": "scripted", "max_retries": 0}}
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    timing = {"ray_init_s": round(t1 - t0, 1), "serve_deploy_s": round(time.monotonic() - t1, 1)}
+    return f"http://127.0.0.1:{port}", timing
+
+
+def replica_counts() -> dict[str, dict[str, int]]:
+    from ray import serve
+
+    deployments = serve.status().applications[APP_NAME].deployments
+    return {name: {str(s): n for s, n in d.replica_states.items()} for name, d in deployments.items()}
+
+
+def machine() -> dict[str, Any]:
+    import ray
+
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "nproc": os.cpu_count(),
+        "mem_gib": round(mem_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "wrk": wrk[0] if wrk else "?",
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("nan")
+
+
+def report(results: dict[str, Any], conc: int) -> None:
+    print(f"\n{'stack':<9} {'conc':>4} {'turns':>6} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for key in ("c1", f"c{conc}"):
+        for stack in ("baseline", "serve"):
+            r = results[stack][key]["load"]
+            bad = r["errors"] + r["mismatched"]
+            row = f"{r['requests']:>6} {bad:>6} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+            print(f"{stack:<9} {r['connections']:>4} {row}")
+        b, s = results["baseline"][key]["load"], results["serve"][key]["load"]
+        print(
+            f"{'serve/baseline':<20} {'':>6} {ratio(s['rps'], b['rps']):>8} "
+            f"{ratio(s['p50_ms'], b['p50_ms']):>8} {ratio(s['p99_ms'], b['p99_ms']):>8}"
+        )
+    for stack in ("baseline", "serve"):
+        r = results[stack][f"c{conc}"]
+        parts = ", ".join(f"{k} {v:g}" for k, v in r["cpu_ms_per_turn"].items())
+        print(f"\n{stack} CPU ms/turn at c{conc}: {parts}; wrk {r['wrk_cpu_ms_per_turn']:g}")
+        print(f"  cores busy: ours {r['our_cores_busy']}, other processes {r['other_cores_busy']}")
+    c = results["driver_ceiling"]
+    print(
+        f"\ndriver ceiling (wrk -c{conc} on the baseline's /live): {c['rps']:.0f} req/s, "
+        f"wrk {c['driver_cpu_us_per_request']:.0f} µs CPU/request"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seq-s", type=float, default=8, help="seconds at concurrency 1")
+    parser.add_argument("--conc-s", type=float, default=10, help="seconds at --concurrency")
+    parser.add_argument("--warmup-s", type=float, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "turn_latency.json")
+    a = parser.parse_args()
+
+    require_wrk()
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    RESULTS.mkdir(exist_ok=True)
+    # NOTE: SIGTERM becomes SystemExit so the finally below still stops everything.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started: list[subprocess.Popen[bytes]] = []
+    ray_up = False
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+    }
+    try:
+        llm_port, base_port = free_port(), free_port()
+        llm = start("scripted_llm", "serve_app.scripted_llm", "--port", str(llm_port))
+        started.append(llm)
+        llm_url = f"http://127.0.0.1:{llm_port}/v1"
+        wait_http(f"{llm_url}/models", llm)
+        baseline = start("baseline", "bench.baseline", "--port", str(base_port), "--llm-url", llm_url)
+        started.append(baseline)
+        base_url = f"http://127.0.0.1:{base_port}"
+        wait_http(f"{base_url}/live", baseline)
+        roles = {os.getpid(): "bench (Ray driver)", llm.pid: "scripted LLM", baseline.pid: "baseline uvicorn"}
+
+        print("driver ceiling ...", flush=True)
+        results["driver_ceiling"] = run_wrk(f"{base_url}/live", a.concurrency, 5).to_dict()
+        print("baseline ...", flush=True)
+        results["baseline"] = measure_stack(base_url, a, roles)
+        print("starting Ray and Serve ...", flush=True)
+        ray_up = True
+        serve_url, results["startup"] = start_serve(llm_url)
+        print(f"  {results['startup']}\nserve ...", flush=True)
+        results["serve"] = measure_stack(serve_url, a, roles)
+        results["serve"]["replicas_after"] = replica_counts()
+        results["machine"] = machine()
+    finally:
+        if ray_up:
+            import ray
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()
+        for proc in reversed(started):
+            stop(proc)
+    a.out.write_text(json.dumps(results, indent=2))
+    report(results, a.concurrency)
+    print(f"\nreplicas after the run: {results['serve']['replicas_after']}\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

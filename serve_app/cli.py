@@ -1,0 +1,149 @@
+"""The ``agentserve`` command: run the platform locally, check configs, see status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from serve_app.config_file import load_serve_config, validate_serve_config
+
+DASHBOARD_PORT = 8265
+LOCAL_LLM_APP = "local-llm"
+
+
+def ray_cli_env() -> dict[str, str]:
+    """Environment for Ray's own CLIs: usage stats off, token auth on (Ray 2.60 default)."""
+    env = dict(os.environ)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("RAY_AUTH_MODE", "token")
+    return env
+
+
+def prepare_config(path: str, port: int | None) -> dict[str, Any]:
+    """The config to deploy: the local model only without LLM_BASE_URL; the chosen port."""
+    config = load_serve_config(path)
+    if os.environ.get("LLM_BASE_URL"):
+        config["applications"] = [a for a in config["applications"] if a["name"] != LOCAL_LLM_APP]
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = port
+        for app in config["applications"]:
+            llm = app.get("args", {}).get("llm", {})
+            if "local_base_url" in llm:
+                llm["local_base_url"] = f"http://127.0.0.1:{port}/llm/v1"
+    validate_serve_config(config)
+    return config
+
+
+def wait_ready(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def serve_cli() -> str:
+    """The ``serve`` executable of this environment."""
+    return str(Path(sys.executable).with_name("serve"))
+
+
+def serve_deploy(config: dict[str, Any]) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    try:
+        subprocess.run(
+            [serve_cli(), "deploy", f.name,
+             "--address", f"http://127.0.0.1:{DASHBOARD_PORT}"],
+            check=True, env=ray_cli_env(),
+        )  # fmt: skip
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = prepare_config(args.config, args.port)
+    port = config.get("http_options", {}).get("port", 8000)
+    import ray
+    from ray import serve
+
+    print(f"starting Ray (dashboard http://127.0.0.1:{DASHBOARD_PORT}) ...", flush=True)
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
+             configure_logging=False, log_to_driver=False)  # fmt: skip
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        print(
+            f"deploying {args.config} ({', '.join(a['name'] for a in config['applications'])}) ...",
+            flush=True,
+        )
+        serve_deploy(config)
+        if not wait_ready(f"http://127.0.0.1:{port}/ready", args.ready_timeout):
+            print("the app did not become ready; see `agentserve status`", file=sys.stderr)
+            return 1
+        print(f"\nagentserve is ready on http://127.0.0.1:{port}  (Ctrl-C stops it)\n"
+              f"  curl -s localhost:{port}/api/chat -H 'content-type: application/json' "
+              f"-d '{{\"message\": \"What is 17*23?\"}}'\n", flush=True)  # fmt: skip
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cmd = [serve_cli(), "status", "--address", args.address]
+    return subprocess.call(cmd, env=ray_cli_env())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    for path in args.files:
+        validate_serve_config(load_serve_config(path))
+        print(f"{path}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start a local Ray, deploy a config, serve until Ctrl-C")
+    run.add_argument("--config", default="configs/local.yaml")
+    run.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
+    run.add_argument("--ready-timeout", type=float, default=300)
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="`serve status` against the local cluster")
+    status.add_argument("--address", default=f"http://127.0.0.1:{DASHBOARD_PORT}")
+    status.set_defaults(func=cmd_status)
+    check = sub.add_parser("check-config", help="validate Serve configs with Ray's schema and our args")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=cmd_check_config)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""OpenAILLMClient against the scripted server: streaming, retries, error mapping."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from agent.dto import Message, Role, ToolSpec
+from agent.errors import LLMError, LLMTimeoutError, LLMUnavailableError
+from agent.llm import LLMEndpoint, OpenAILLMClient
+from agent.ports import LLMParams, LLMResult, LLMTextDelta
+from serve_app.scripted_llm import ScriptedLLMServer
+
+CALC = ToolSpec(
+    name="calculator",
+    description="arithmetic",
+    parameters={"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+)
+
+
+def client(server: ScriptedLLMServer, **kw: object) -> OpenAILLMClient:
+    return OpenAILLMClient(LLMEndpoint(base_url=server.base_url, model="scripted", **kw))  # type: ignore[arg-type]
+
+
+async def collect(c: OpenAILLMClient, text: str) -> list[LLMTextDelta | LLMResult]:
+    msgs = [Message(role=Role.USER, content=text)]
+    return [x async for x in c.stream_chat(msgs, [CALC], LLMParams(temperature=0, max_tokens=16))]
+
+
+async def test_streamed_text_and_usage(scripted_llm: ScriptedLLMServer) -> None:
+    items = await collect(client(scripted_llm), "hello world")
+    *deltas, result = items
+    assert isinstance(result, LLMResult) and result.content == "You said: hello world"
+    assert "".join(d.text for d in deltas if isinstance(d, LLMTextDelta)) == result.content
+    assert result.usage.completion_tokens == 4 and result.usage.total_tokens > 4
+    sent = scripted_llm.app.state.requests[0]
+    assert sent["tools"][0]["function"]["name"] == "calculator" and sent["stream"] is True
+
+
+async def test_tool_call_deltas_are_assembled(scripted_llm: ScriptedLLMServer) -> None:
+    result = (await collect(client(scripted_llm), 'tool: calculator {"expression": "1+2"}; current_time {}'))[-1]
+    assert isinstance(result, LLMResult)
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [
+        ("calculator", '{"expression": "1+2"}'),
+        ("current_time", "{}"),
+    ]
+    assert all(c.id.startswith("call_") for c in result.tool_calls)
+    assert result.finish_reason == "tool_calls"
+
+
+async def test_5xx_is_retried_a_bounded_number_of_times(scripted_llm: ScriptedLLMServer) -> None:
+    with pytest.raises(LLMUnavailableError):
+        await collect(client(scripted_llm, max_retries=2), "fail: 503")
+    assert len(scripted_llm.app.state.requests) == 3
+
+
+async def test_400_is_not_retried(scripted_llm: ScriptedLLMServer) -> None:
+    with pytest.raises(LLMError) as info:
+        await collect(client(scripted_llm, max_retries=2), "fail: 400")
+    assert type(info.value) is LLMError and "HTTP 400" in info.value.message
+    assert len(scripted_llm.app.state.requests) == 1
+
+
+async def test_timeout_becomes_llm_timeout(scripted_llm: ScriptedLLMServer) -> None:
+    with pytest.raises(LLMTimeoutError):
+        await collect(client(scripted_llm, timeout_s=0.3, max_retries=0), "hang: 2")
+
+
+async def test_unreachable_endpoint_is_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = OpenAILLMClient(LLMEndpoint(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=0))
+    with pytest.raises(LLMUnavailableError):
+        await collect(c, "hi")
+    with pytest.raises(LLMUnavailableError):
+        await c.ping()
+
+
+async def test_api_key_never_appears_in_errors(scripted_llm: ScriptedLLMServer) -> None:
+    secret = "sk-live-THIS-MUST-NOT-LEAK"
+    with pytest.raises(LLMError) as info:
+        await collect(client(scripted_llm, api_key=secret, max_retries=0), "fail: 401")
+    assert secret not in str(info.value) and secret not in repr(info.value)
+    assert secret not in repr(LLMEndpoint(base_url="http://x", model="m", api_key=secret))  # type: ignore[arg-type]

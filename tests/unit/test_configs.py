@@ -1,0 +1,99 @@
+"""Serve configs and application args: validated by Ray's schema and ours, without a cluster."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from serve_app.args import AgentServeArgs
+from serve_app.cli import prepare_config
+from serve_app.config_file import load_serve_config, validate_serve_config
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = ROOT / "configs" / "local.yaml"
+
+
+def test_local_config_is_valid() -> None:
+    config = load_serve_config(LOCAL)
+    validate_serve_config(config)
+    apps = {a["name"]: a for a in config["applications"]}
+    assert set(apps) == {"agentserve", "local-llm"}
+    deps = {d["name"]: d for d in apps["agentserve"]["deployments"]}
+    assert set(deps) == {"Ingress", "Agent", "ToolExecutor", "Embedding"}
+    for d in deps.values():
+        assert d["max_ongoing_requests"] > 5 and "autoscaling_config" in d
+        assert 0 < d["ray_actor_options"]["num_cpus"] < 1
+    assert {"system_prompt", "temperature", "max_steps"} <= set(deps["Agent"]["user_config"])
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("args", "llm", "api_key"), "sk-secret", "api_key"),
+        (("args", "agent", "max_steps"), 0, "max_steps"),
+        (("args", "nope"), 1, "nope"),
+    ],
+)
+def test_bad_args_are_refused_naming_the_field(path: tuple[str, ...], value: object, message: str) -> None:
+    config = copy.deepcopy(load_serve_config(LOCAL))
+    node = config["applications"][0]
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    with pytest.raises(ValueError, match=message):
+        validate_serve_config(config)
+
+
+def test_bad_user_config_is_refused() -> None:
+    config = copy.deepcopy(load_serve_config(LOCAL))
+    agent = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Agent")
+    agent["user_config"]["temperature"] = 9
+    with pytest.raises(ValueError, match="temperature"):
+        validate_serve_config(config)
+
+
+def test_ray_schema_rejects_a_bad_deployment_option() -> None:
+    config = copy.deepcopy(load_serve_config(LOCAL))
+    config["applications"][0]["deployments"][0]["max_ongoing_requests"] = "many"
+    with pytest.raises(ValidationError):
+        validate_serve_config(config)
+
+
+def test_external_llm_drops_the_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLM_BASE_URL", raising=False)
+    assert [a["name"] for a in prepare_config(str(LOCAL), None)["applications"]] == ["agentserve", "local-llm"]
+    monkeypatch.setenv("LLM_BASE_URL", "https://llm.example/v1")
+    assert [a["name"] for a in prepare_config(str(LOCAL), 9000)["applications"]] == ["agentserve"]
+
+
+def test_port_override_moves_the_local_llm_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLM_BASE_URL", raising=False)
+    config = prepare_config(str(LOCAL), 9123)
+    assert config["http_options"]["port"] == 9123
+    assert config["applications"][0]["args"]["llm"]["local_base_url"] == "http://127.0.0.1:9123/llm/v1"
+
+
+def test_llm_endpoint_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.settings import Settings
+
+    args = AgentServeArgs.model_validate({"llm": {"base_url": None, "model": "m1"}})
+    monkeypatch.delenv("LLM_BASE_URL", raising=False)
+    monkeypatch.delenv("LLM_MODEL", raising=False)
+    assert args.llm.endpoint(Settings(_env_file=None)).base_url == "http://127.0.0.1:8000/llm/v1"  # type: ignore[call-arg]
+    monkeypatch.setenv("LLM_BASE_URL", "https://api.example/v1")
+    monkeypatch.setenv("LLM_MODEL", "gpt-x")
+    monkeypatch.setenv("LLM_API_KEY", "sk-abc")
+    ep = args.llm.endpoint(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert (ep.base_url, ep.model, ep.api_key.get_secret_value()) == ("https://api.example/v1", "gpt-x", "sk-abc")
+
+
+def test_build_app_binds_four_deployments_without_a_cluster() -> None:
+    from serve_app.builder import build_app
+
+    app = build_app({"llm": {"base_url": "http://127.0.0.1:1/v1"}})
+    assert type(app).__name__ == "Application"
+    with pytest.raises(ValidationError):
+        build_app({"llm": {"unknown": 1}})
