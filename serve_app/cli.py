@@ -29,9 +29,11 @@ def ray_cli_env() -> dict[str, str]:
     return env
 
 
-def prepare_config(path: str, port: int | None) -> dict[str, Any]:
-    """The config to deploy: the local model only without LLM_BASE_URL; the chosen port."""
+def prepare_config(path: str, port: int | None, host: str | None = None) -> dict[str, Any]:
+    """The config to deploy: the local model only without LLM_BASE_URL; the chosen host/port."""
     config = load_serve_config(path)
+    if host is not None:
+        config.setdefault("http_options", {})["host"] = host
     if os.environ.get("LLM_BASE_URL"):
         config["applications"] = [a for a in config["applications"] if a["name"] != LOCAL_LLM_APP]
     if port is not None:
@@ -77,7 +79,7 @@ def serve_deploy(config: dict[str, Any]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = prepare_config(args.config, args.port)
+    config = prepare_config(args.config, args.port, args.host)
     port = config.get("http_options", {}).get("port", 8000)
     import ray
     from ray import serve
@@ -109,9 +111,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # NOTE: a second Ctrl-C during shutdown would leave Ray processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("stopping ...", flush=True)
-        serve.shutdown()
-        ray.shutdown()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
     return 0
 
 
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start a local Ray, deploy a config, serve until Ctrl-C")
     run.add_argument("--config", default="configs/local.yaml")
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
+    run.add_argument("--host", default=None, help="HTTP bind address (default: the config's, 127.0.0.1)")
     run.add_argument("--ready-timeout", type=float, default=300)
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="`serve status` against the local cluster")
