@@ -10,11 +10,18 @@ from serve_app.http.routes import chat, health, tools
 from serve_app.http.services import AgentService
 
 
-def create_app(service: AgentService) -> FastAPI:
-    """Build the HTTP app around an ``AgentService``."""
+def create_app(service: AgentService, *, heartbeat_s: float = 15.0) -> FastAPI:
+    """Build the HTTP app around an ``AgentService``.
+
+    Args:
+        service: Where turns and tool calls go (handles, or one process).
+        heartbeat_s: Interval of the SSE comment heartbeat that keeps idle
+            streams (a long tool call) open through proxies.
+    """
     app = FastAPI(title="agentserve", version="0.1.0", description="An LLM agent platform on Ray Serve.")
     app.state.agent_service = service
     app.state.health_cache = None
+    app.state.heartbeat_s = heartbeat_s
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(tools.router)

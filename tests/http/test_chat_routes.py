@@ -99,3 +99,23 @@ async def test_other_users_session_is_a_404(client: httpx.AsyncClient) -> None:
         "/api/chat", json={"message": "hi", "user_id": "bob", "session_id": mine["session_id"]}
     )
     assert r.status_code == 404 and r.json()["error"]["field"] == "session_id"
+
+
+async def test_heartbeat_comments_while_a_tool_runs(scripted_llm: object) -> None:
+    from agent.config import AgentConfig
+    from agent.llm import LLMEndpoint, OpenAILLMClient
+    from agent.loop import Agent
+    from memory.in_memory import InMemoryConversationStore
+    from serve_app.http.app import create_app
+    from serve_app.inprocess import InProcessAgentService
+    from tools import build_registry
+
+    llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="s", max_retries=0))  # type: ignore[attr-defined]
+    tools = build_registry(["tests.support.sample_tools:SleepTool"])
+    agent = Agent(llm, tools, InMemoryConversationStore(), AgentConfig())
+    app = create_app(InProcessAgentService(agent, tools), heartbeat_s=0.1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/api/chat/stream", json={"message": 'tool: sleep {"seconds": 0.5}'})
+    body = r.text
+    assert body.count(": ping") >= 2
+    assert body.index(": ping") < body.index("event: tool_result")

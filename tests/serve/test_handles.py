@@ -42,3 +42,20 @@ async def test_embedding_handle(deployed_app: str) -> None:
         return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cos(vecs[0], vecs[1]) > cos(vecs[0], vecs[2]) + 0.2
+
+
+async def test_readme_python_example_runs(deployed_app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's 'From Python' block, run as written (inside a coroutine)."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec("async def _example():\n" + textwrap.indent(code.group(1), "    "), namespace)
+    await namespace["_example"]()  # type: ignore[operator]
+    out = capsys.readouterr().out
+    assert "42" in out and "done" in out and "tool_result" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent.dto import ChatRequest, ChatResponse
@@ -16,7 +16,6 @@ from serve_app.http.errors import ERROR_RESPONSES
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["chat"])
 
-HEARTBEAT_S = 15
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
@@ -31,7 +30,7 @@ async def chat(body: ChatRequest, agent: AgentServiceDep) -> ChatResponse:
     responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
     response_class=EventSourceResponse,
 )
-async def chat_stream(body: ChatRequest, agent: AgentServiceDep) -> EventSourceResponse:
+async def chat_stream(body: ChatRequest, agent: AgentServiceDep, request: Request) -> EventSourceResponse:
     """Send a message; receive the turn as SSE: token, tool_call, tool_result, message, done|error."""
 
     async def events() -> AsyncIterator[ServerSentEvent]:
@@ -47,4 +46,4 @@ async def chat_stream(body: ChatRequest, agent: AgentServiceDep) -> EventSourceR
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    return EventSourceResponse(events(), ping=HEARTBEAT_S, headers=SSE_HEADERS)
+    return EventSourceResponse(events(), ping=request.app.state.heartbeat_s, headers=SSE_HEADERS)
