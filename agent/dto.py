@@ -40,6 +40,19 @@ class ToolCall(BaseModel):
     arguments: str = "{}"
 
 
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
 class Message(BaseModel):
     """One message of a conversation, in OpenAI's chat shape plus an id."""
 
@@ -49,6 +62,7 @@ class Message(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    usage: Usage | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
     def to_openai(self) -> dict[str, Any]:
@@ -64,19 +78,6 @@ class Message(BaseModel):
             if self.name:
                 out["name"] = self.name
         return out
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            total_tokens=self.total_tokens + other.total_tokens,
-        )
 
 
 class ToolSpec(BaseModel):

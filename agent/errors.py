@@ -49,6 +49,12 @@ class NotFoundError(AgentError):
     code = "not_found"
 
 
+class ConflictError(AgentError):
+    """The request conflicts with stored state (e.g. an idempotency key reused)."""
+
+    code = "conflict"
+
+
 class ToolNotFoundError(NotFoundError):
     code = "tool_not_found"
 

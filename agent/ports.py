@@ -8,11 +8,21 @@ registries in ``tools``, stores in ``memory``, and handle adapters in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from agent.dto import Message, ToolCall, ToolInvocation, ToolResult, ToolSpec, Usage
+from agent.dto import (
+    ChatResponse,
+    Message,
+    ToolCall,
+    ToolInvocation,
+    ToolResult,
+    ToolSpec,
+    Usage,
+    utcnow,
+)
 
 
 class LLMParams(BaseModel):
@@ -73,11 +83,43 @@ class Embedder(Protocol):
 class Session(BaseModel):
     id: str
     user_id: str
+    title: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back to get the next one."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class TurnRecord(BaseModel):
+    """A finished turn, kept so a retry with the same idempotency key gets the same reply."""
+
+    user_id: str
+    idempotency_key: str
+    session_id: str
+    response: ChatResponse
 
 
 @runtime_checkable
 class ConversationStore(Protocol):
-    """The source of truth for sessions and their messages."""
+    """The source of truth for sessions, their messages and finished turns.
+
+    Every method that takes ``user_id`` answers ``NotFoundError`` for a session
+    of another user, exactly as for an id that does not exist.
+    """
+
+    async def setup(self) -> None:
+        """Open connections and apply pending migrations (safe when replicas race)."""
+        ...
+
+    async def close(self) -> None: ...
 
     async def get_or_create_session(self, session_id: str | None, user_id: str) -> Session:
         """Return the user's session, creating it when ``session_id`` is None or new.
@@ -87,14 +129,35 @@ class ConversationStore(Protocol):
         """
         ...
 
+    async def get_session(self, session_id: str, user_id: str) -> Session: ...
+
+    async def list_sessions(self, user_id: str, limit: int = 20, cursor: str | None = None) -> Page[Session]:
+        """The user's sessions, most recently updated first."""
+        ...
+
+    async def delete_session(self, session_id: str, user_id: str) -> None:
+        """Delete a session with its messages and turns."""
+        ...
+
     async def history(self, session_id: str, limit: int) -> list[Message]:
         """The newest ``limit`` messages of a session, oldest first."""
         ...
 
-    async def append(self, session_id: str, messages: list[Message]) -> None:
-        """Store messages durably before returning.
+    async def list_messages(
+        self, session_id: str, user_id: str, limit: int = 50, cursor: str | None = None
+    ) -> Page[Message]:
+        """A session's messages, oldest first."""
+        ...
+
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> None:
+        """Store messages (and the finished turn) in one transaction before returning.
 
         Raises:
             StoreUnavailableError: nothing was written.
+            ConflictError: ``turn``'s idempotency key is already used (nothing was written).
         """
+        ...
+
+    async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
+        """The finished turn stored under this key, if any."""
         ...
