@@ -139,6 +139,7 @@ class ChatRequest(BaseModel):
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     user_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    idempotency_key: str | None = Field(default=None, pattern=ID_PATTERN)
 
     @property
     def user(self) -> str:

@@ -22,7 +22,6 @@ from agent.errors import (
 )
 from agent.ports import LLMParams, LLMResult, LLMTextDelta
 
-
 _TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "anyio", "h11"}
 
 

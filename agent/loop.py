@@ -6,8 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
 
 from agent.config import AgentConfig
+from agent.context import ApproxTokenCounter, TokenCounter, fit_to_budget
 from agent.dto import (
     ChatRequest,
     ChatResponse,
@@ -21,7 +24,7 @@ from agent.dto import (
     ToolSpec,
     Usage,
 )
-from agent.errors import AgentError
+from agent.errors import AgentError, ConflictError
 from agent.events import (
     AgentEvent,
     DoneEvent,
@@ -31,7 +34,7 @@ from agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from agent.ports import ConversationStore, LLMClient, LLMParams, LLMResult, ToolExecutor
+from agent.ports import ConversationStore, LLMClient, LLMParams, LLMResult, ToolExecutor, TurnRecord
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +44,13 @@ MAX_STEPS_MESSAGE = (
 )
 
 
-def start_at_user_turn(history: list[Message]) -> list[Message]:
-    """Drop leading messages until a user message, so no tool result loses its call."""
-    for i, m in enumerate(history):
-        if m.role is Role.USER:
-            return history[i:]
-    return []
+@dataclass
+class _Turn:
+    """What one turn accumulates on its way."""
+
+    records: dict[str, ToolCallRecord] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    response: ChatResponse | None = None
 
 
 class Agent:
@@ -55,9 +59,13 @@ class Agent:
     Args:
         llm: The chat model.
         tools: Where tool calls run (in-process registry or a deployment handle).
-        store: The conversation store; the user message is stored before the
-            LLM is called and the reply before the turn reports ``done``.
+        store: The conversation store; a turn's messages (user message, tool
+            calls and results, reply) are stored in one transaction before
+            the turn reports ``done``; a failed turn stores nothing.
         config: Live-changeable behaviour; replace it with ``reconfigure``.
+        context_window: The model's context in tokens; history is cut to fit
+            it, less ``max_tokens`` for the reply.
+        token_counter: How tokens are counted (an approximation by default).
     """
 
     def __init__(
@@ -66,8 +74,13 @@ class Agent:
         tools: ToolExecutor,
         store: ConversationStore,
         config: AgentConfig | None = None,
+        *,
+        context_window: int = 8192,
+        token_counter: TokenCounter | None = None,
     ) -> None:
         self.llm = llm
+        self.context_window = context_window
+        self.token_counter = token_counter or ApproxTokenCounter()
         self.tools = tools
         self.store = store
         self.config = config or AgentConfig()
@@ -85,38 +98,22 @@ class Agent:
         """Run one turn to the end and return the reply.
 
         Raises:
-            AgentError: the turn failed; nothing after the failure was stored.
+            AgentError: the turn failed; nothing of it was stored.
         """
-        records: dict[str, ToolCallRecord] = {}
-        answer: MessageEvent | None = None
-        async for event in self._turn(request):
-            if isinstance(event, ToolCallEvent):
-                records[event.id] = ToolCallRecord(id=event.id, name=event.name, arguments=event.arguments)
-            elif isinstance(event, ToolResultEvent) and event.id in records:
-                records[event.id].result = event.content
-                records[event.id].is_error = event.is_error
-            elif isinstance(event, MessageEvent):
-                answer = event
-            elif isinstance(event, DoneEvent):
-                assert answer is not None
-                return ChatResponse(
-                    response=answer.content,
-                    session_id=event.session_id,
-                    message_id=event.message_id,
-                    tool_calls=list(records.values()),
-                    usage=event.usage,
-                    finish_reason=event.finish_reason,
-                )
-        raise AgentError("the turn ended without an answer")  # pragma: no cover
+        turn = _Turn()
+        async for _ in self._turn(request, turn):
+            pass
+        assert turn.response is not None
+        return turn.response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
         """Run one turn, yielding its events; a failure ends it with ``ErrorEvent``.
 
         Closing the generator (a client that went away) cancels the turn: no
-        further LLM or tool call is made for it.
+        further LLM or tool call is made for it, and nothing of it is stored.
         """
         try:
-            async for event in self._turn(request):
+            async for event in self._turn(request, _Turn()):
                 yield event
         except AgentError as exc:
             yield ErrorEvent(error_type=exc.code, message=exc.message)
@@ -124,19 +121,24 @@ class Agent:
             logger.exception("agent turn failed")
             yield ErrorEvent(error_type="internal_error", message="internal error")
 
-    async def _turn(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
+    async def _turn(self, request: ChatRequest, turn: _Turn) -> AsyncIterator[AgentEvent]:
         cfg = self.config
-        session = await self.store.get_or_create_session(request.session_id, request.user)
-        history = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
-        history = start_at_user_turn(history)
-        user_msg = Message(role=Role.USER, content=request.message)
-        # NOTE: the user's message is durable before the model sees it (nothing is lost).
-        await self.store.append(session.id, [user_msg])
+        user = request.user
+        session = await self.store.get_or_create_session(request.session_id, user)
+        key = request.idempotency_key
+        if key and (prior := await self.store.find_turn(user, key)) is not None:
+            async for event in self._replay(prior.response, turn):
+                yield event
+            return
 
-        messages = [Message(role=Role.SYSTEM, content=cfg.system_prompt), *history, user_msg]
+        history = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
+        user_msg = Message(role=Role.USER, content=request.message)
+        system = Message(role=Role.SYSTEM, content=cfg.system_prompt)
+        budget = max(self.context_window - (cfg.max_tokens or 0), 1)
+        messages = fit_to_budget(system, history, [user_msg], budget, self.token_counter)
         specs = await self.tool_specs()
         params = LLMParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-        usage = Usage()
+        pending: list[Message] = [user_msg]
 
         for step in range(1, cfg.max_steps + 1):
             result: LLMResult | None = None
@@ -146,41 +148,101 @@ class Agent:
                 elif item.text:
                     yield TokenEvent(text=item.text)
             assert result is not None, "LLMClient.stream_chat must end with an LLMResult"
-            usage = usage + result.usage
+            turn.usage = turn.usage + result.usage
 
             if not result.tool_calls:
-                reply = Message(role=Role.ASSISTANT, content=result.content)
-                await self.store.append(session.id, [reply])
-                yield MessageEvent(message_id=reply.id, content=result.content)
-                yield DoneEvent(session_id=session.id, message_id=reply.id, usage=usage, steps=step)
+                reply = Message(role=Role.ASSISTANT, content=result.content, usage=result.usage)
+                async for event in self._finish(session.id, request, pending, reply, step, "stop", turn):
+                    yield event
                 return
 
             call_msg = Message(
-                role=Role.ASSISTANT, content=result.content or None, tool_calls=result.tool_calls
+                role=Role.ASSISTANT,
+                content=result.content or None,
+                tool_calls=result.tool_calls,
+                usage=result.usage,
             )
             for call in result.tool_calls:
+                turn.records[call.id] = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
                 yield ToolCallEvent(id=call.id, name=call.name, arguments=call.arguments)
             tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s)
             tool_msgs = [
                 Message(role=Role.TOOL, content=r.content, tool_call_id=r.call_id, name=r.name)
                 for r in tool_results
             ]
-            await self.store.append(session.id, [call_msg, *tool_msgs])
+            pending.extend([call_msg, *tool_msgs])
             messages.extend([call_msg, *tool_msgs])
             for r in tool_results:
+                if r.call_id in turn.records:
+                    turn.records[r.call_id].result = r.content
+                    turn.records[r.call_id].is_error = r.is_error
                 yield ToolResultEvent(id=r.call_id, name=r.name, content=r.content, is_error=r.is_error)
 
         text = MAX_STEPS_MESSAGE.format(steps=cfg.max_steps)
-        reply = Message(role=Role.ASSISTANT, content=text)
-        await self.store.append(session.id, [reply])
         yield TokenEvent(text=text)
-        yield MessageEvent(message_id=reply.id, content=text)
-        yield DoneEvent(
-            session_id=session.id,
+        reply = Message(role=Role.ASSISTANT, content=text)
+        async for event in self._finish(
+            session.id, request, pending, reply, cfg.max_steps, "max_steps", turn
+        ):
+            yield event
+
+    async def _finish(
+        self,
+        session_id: str,
+        request: ChatRequest,
+        pending: list[Message],
+        reply: Message,
+        steps: int,
+        finish_reason: Literal["stop", "max_steps"],
+        turn: _Turn,
+    ) -> AsyncIterator[AgentEvent]:
+        """Store the whole turn in one transaction, then report it."""
+        response = ChatResponse(
+            response=reply.content or "",
+            session_id=session_id,
             message_id=reply.id,
-            usage=usage,
-            steps=cfg.max_steps,
-            finish_reason="max_steps",
+            tool_calls=list(turn.records.values()),
+            usage=turn.usage,
+            finish_reason=finish_reason,
+        )
+        record = None
+        if request.idempotency_key:
+            record = TurnRecord(
+                user_id=request.user,
+                idempotency_key=request.idempotency_key,
+                session_id=session_id,
+                response=response,
+            )
+        try:
+            # NOTE: durable before acknowledged: the reply is only reported once stored.
+            await self.store.append(session_id, [*pending, reply], turn=record)
+        except ConflictError:
+            # A concurrent retry with the same key finished first: answer with its reply.
+            prior = await self.store.find_turn(request.user, request.idempotency_key or "")
+            if prior is None:
+                raise
+            async for event in self._replay(prior.response, turn):
+                yield event
+            return
+        turn.response = response
+        yield MessageEvent(message_id=reply.id, content=response.response)
+        yield DoneEvent(
+            session_id=session_id,
+            message_id=reply.id,
+            usage=turn.usage,
+            steps=steps,
+            finish_reason=finish_reason,
+        )
+
+    async def _replay(self, response: ChatResponse, turn: _Turn) -> AsyncIterator[AgentEvent]:
+        turn.response = response
+        yield MessageEvent(message_id=response.message_id, content=response.response)
+        yield DoneEvent(
+            session_id=response.session_id,
+            message_id=response.message_id,
+            usage=response.usage,
+            steps=0,
+            finish_reason="max_steps" if response.finish_reason == "max_steps" else "stop",
         )
 
     async def _run_tools(self, calls: list[ToolCall], timeout_s: float) -> list[ToolResult]:

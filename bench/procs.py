@@ -57,7 +57,9 @@ def role(pid: int) -> str:
     except FileNotFoundError:
         return "gone"
     if "ServeReplica:" in cmd:
-        return "replica " + cmd.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+        # "ray::ServeReplica:<app>:<Deployment>[.<method running now>]"
+        deployment = cmd.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+        return "replica " + deployment.split(".", 1)[0]
     for needle, name in (
         ("ProxyActor", "Serve proxy"),
         ("ServeController", "Serve controller"),

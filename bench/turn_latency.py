@@ -102,9 +102,9 @@ def measured(url: str, concurrency: int, seconds: float, roles: dict[int, str]) 
 
 
 def measure_stack(base_url: str, a: argparse.Namespace, roles: dict[int, str]) -> dict[str, Any]:
-    check_turn(base_url)
-    run_wrk(f"{base_url}/api/chat", a.concurrency, a.warmup_s, body=json.dumps(TURN), expect=EXPECT)
     url = f"{base_url}/api/chat"
+    check_turn(base_url)
+    run_wrk(url, a.concurrency, a.warmup_s, body=json.dumps(TURN), expect=EXPECT)
     return {
         "c1": measured(url, 1, a.seq_s, roles),
         f"c{a.concurrency}": measured(url, a.concurrency, a.conc_s, roles),
@@ -152,7 +152,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "ray": ray.__version__,
         "wrk": wrk[0] if wrk else "?",
-        "loadavg_at_start": os.getloadavg(),
+        "loadavg_at_end": os.getloadavg(),
     }
 
 
@@ -194,18 +194,24 @@ def main() -> None:
     parser.add_argument("--conc-s", type=float, default=10, help="seconds at --concurrency")
     parser.add_argument("--warmup-s", type=float, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "turn_latency.json")
+    parser.add_argument(
+        "--serve-env", action="append", default=[], metavar="KEY=VALUE", help="for Ray's processes"
+    )
     a = parser.parse_args()
 
     require_wrk()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     RESULTS.mkdir(exist_ok=True)
-    # NOTE: SIGTERM becomes SystemExit so the finally below still stops everything.
+    # NOTE: Ctrl-C (also when started in the background, where SIGINT is ignored) and
+    # SIGTERM become exceptions, so the finally below still stops everything.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started: list[subprocess.Popen[bytes]] = []
     ray_up = False
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
+        "loadavg_at_start": os.getloadavg(),
     }
     try:
         llm_port, base_port = free_port(), free_port()
@@ -224,6 +230,8 @@ def main() -> None:
         print("baseline ...", flush=True)
         results["baseline"] = measure_stack(base_url, a, roles)
         print("starting Ray and Serve ...", flush=True)
+        results["serve_env"] = dict(kv.split("=", 1) for kv in a.serve_env)
+        os.environ.update(results["serve_env"])  # NOTE: Ray's processes inherit it from here.
         ray_up = True
         serve_url, results["startup"] = start_serve(llm_url)
         print(f"  {results['startup']}\nserve ...", flush=True)

@@ -1,44 +1,112 @@
-"""In-process conversation store: the backbone's stand-in until SQLite/PostgreSQL land.
+"""In-process conversation store: the fake behind fast tests (and a single-replica toy).
 
-It keeps sessions in the replica's memory, so history lives as long as the
+It keeps everything in the replica's memory, so history lives as long as the
 replica and is not shared between Agent replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 
-from agent.dto import Message, new_id
-from agent.errors import NotFoundError
-from agent.ports import Session
+from agent.dto import Message, new_id, utcnow
+from agent.errors import ConflictError
+from agent.ports import Page, Session, TurnRecord
+from memory import codec
 
 
 class InMemoryConversationStore:
-    """``ConversationStore`` in a dict; safe for one event loop."""
+    """``ConversationStore`` in dicts; safe for one event loop."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
-        self._messages: dict[str, list[Message]] = defaultdict(list)
+        self._messages: dict[str, list[Message]] = {}
+        self._turns: dict[tuple[str, str], TurnRecord] = {}
+        self._message_ids: set[str] = set()
         self._lock = asyncio.Lock()
+
+    async def setup(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    def _owned(self, session_id: str, user_id: str) -> Session:
+        found = self._sessions.get(session_id)
+        if found is None or found.user_id != user_id:
+            raise codec.session_not_found(session_id)
+        return found
 
     async def get_or_create_session(self, session_id: str | None, user_id: str) -> Session:
         async with self._lock:
-            if session_id is None:
-                session_id = new_id("ses")
-            found = self._sessions.get(session_id)
-            if found is not None:
-                if found.user_id != user_id:
-                    # NOTE: same answer as a missing id, so ids of others leak nothing.
-                    raise NotFoundError(f"session '{session_id}' not found", field="session_id")
-                return found
-            session = Session(id=session_id, user_id=user_id)
-            self._sessions[session_id] = session
-            return session
+            session_id = session_id or new_id("ses")
+            if session_id not in self._sessions:
+                self._sessions[session_id] = Session(id=session_id, user_id=user_id)
+                self._messages[session_id] = []
+            return self._owned(session_id, user_id).model_copy()
+
+    async def get_session(self, session_id: str, user_id: str) -> Session:
+        return self._owned(session_id, user_id).model_copy()
+
+    async def list_sessions(self, user_id: str, limit: int = 20, cursor: str | None = None) -> Page[Session]:
+        codec.check_limit(limit)
+        mine = sorted(
+            (s for s in self._sessions.values() if s.user_id == user_id),
+            key=lambda s: (s.updated_at, s.id),
+            reverse=True,
+        )
+        if cursor is not None:
+            stamp, last_id = codec.parse_session_cursor(cursor)
+            mine = [s for s in mine if (s.updated_at, s.id) < (stamp, last_id)]
+        items = [s.model_copy() for s in mine[:limit]]
+        return Page(items=items, next_cursor=codec.session_cursor(items[-1]) if len(mine) > limit else None)
+
+    async def delete_session(self, session_id: str, user_id: str) -> None:
+        async with self._lock:
+            self._owned(session_id, user_id)
+            del self._sessions[session_id]
+            self._message_ids.difference_update(m.id for m in self._messages.pop(session_id))
+            self._turns = {k: t for k, t in self._turns.items() if t.session_id != session_id}
 
     async def history(self, session_id: str, limit: int) -> list[Message]:
         msgs = self._messages.get(session_id, [])
-        return list(msgs[-limit:]) if limit else []
+        return [m.model_copy(deep=True) for m in msgs[-limit:]] if limit > 0 else []
 
-    async def append(self, session_id: str, messages: list[Message]) -> None:
-        self._messages[session_id].extend(messages)
+    async def list_messages(
+        self, session_id: str, user_id: str, limit: int = 50, cursor: str | None = None
+    ) -> Page[Message]:
+        codec.check_limit(limit)
+        self._owned(session_id, user_id)
+        start = codec.parse_message_cursor(cursor) if cursor is not None else 0
+        msgs = self._messages[session_id]
+        items = [m.model_copy(deep=True) for m in msgs[start : start + limit]]
+        more = len(msgs) > start + limit
+        return Page(items=items, next_cursor=codec.message_cursor(start + limit) if more else None)
+
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> None:
+        if turn is not None and turn.session_id != session_id:
+            raise ValueError("turn.session_id differs from session_id")
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise codec.session_not_found(session_id)
+            if turn is not None and (turn.user_id, turn.idempotency_key) in self._turns:
+                raise ConflictError("idempotency key already used", field="idempotency_key")
+            ids = {m.id for m in messages}
+            if len(ids) < len(messages) or not ids.isdisjoint(self._message_ids):
+                raise ConflictError("message id already stored")
+            self._message_ids.update(ids)
+            self._messages[session_id].extend(
+                m.model_copy(deep=True, update={"created_at": codec.as_utc(m.created_at)}) for m in messages
+            )
+            if turn is not None:
+                self._turns[(turn.user_id, turn.idempotency_key)] = turn.model_copy(deep=True)
+            session.updated_at = utcnow()
+            if not session.title:
+                session.title = codec.title_from(messages)
+
+    async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
+        found = self._turns.get((user_id, idempotency_key))
+        return found.model_copy(deep=True) if found is not None else None

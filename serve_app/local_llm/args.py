@@ -25,4 +25,4 @@ class LocalLLMArgs(BaseModel, extra="forbid"):
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int = Field(default=1, ge=1)
     max_tokens_default: int = Field(default=256, ge=1)
-    chat_format: str | None = "chatml-function-calling"
+    chat_format: str | None = None

@@ -91,13 +91,49 @@ async def test_provider_5xx_becomes_core_error(scripted_llm: ScriptedLLMServer) 
     assert isinstance(events[0], ErrorEvent) and events[0].error_type == "llm_unavailable"
 
 
-async def test_user_message_is_stored_even_when_the_llm_fails(scripted_llm: ScriptedLLMServer) -> None:
+async def test_a_failed_turn_stores_nothing(scripted_llm: ScriptedLLMServer) -> None:
     agent = make_agent(scripted_llm)
     ok = await agent.chat(ChatRequest(message="first", user_id="u"))
     with pytest.raises(LLMUnavailableError):
         await agent.chat(ChatRequest(message="fail: 502", session_id=ok.session_id, user_id="u"))
     stored = await agent.store.history(ok.session_id, 10)
-    assert [m.content for m in stored if m.role is Role.USER] == ["first", "fail: 502"]
+    assert [(m.role, m.content) for m in stored] == [(Role.USER, "first"), (Role.ASSISTANT, "You said: first")]
+
+
+async def test_a_turn_is_stored_whole(scripted_llm: ScriptedLLMServer) -> None:
+    agent = make_agent(scripted_llm)
+    resp = await agent.chat(ChatRequest(message="calc: 2*21", user_id="u"))
+    stored = await agent.store.history(resp.session_id, 10)
+    assert [m.role for m in stored] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    assert stored[1].tool_calls[0].name == "calculator" and stored[2].content == "42"
+    assert stored[-1].id == resp.message_id and stored[-1].usage is not None
+
+
+async def test_idempotent_retry_returns_the_stored_reply(scripted_llm: ScriptedLLMServer) -> None:
+    agent = make_agent(scripted_llm)
+    req = ChatRequest(message="calc: 5*5", user_id="u", idempotency_key="key-1")
+    first = await agent.chat(req)
+    calls = len(scripted_llm.app.state.requests)
+    again = await agent.chat(req)
+    assert again == first
+    assert len(scripted_llm.app.state.requests) == calls  # the turn did not run again
+    events = [e async for e in agent.stream(req)]
+    assert [e.type for e in events] == ["message", "done"] and events[0].content == first.response  # type: ignore[union-attr]
+    assert len(await agent.store.history(first.session_id, 50)) == 4  # stored once
+    # the same key from another user is another turn
+    other = await agent.chat(ChatRequest(message="calc: 5*5", user_id="v", idempotency_key="key-1"))
+    assert other.session_id != first.session_id
+
+
+async def test_context_window_drops_old_history(scripted_llm: ScriptedLLMServer) -> None:
+    llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="scripted", max_retries=0))
+    agent = Agent(llm, build_registry(), InMemoryConversationStore(), AgentConfig(max_tokens=50), context_window=200)
+    first = await agent.chat(ChatRequest(message="a" * 200, user_id="u"))
+    for i in range(3):
+        await agent.chat(ChatRequest(message=f"turn {i}", session_id=first.session_id, user_id="u"))
+    sent = scripted_llm.app.state.requests[-1]["messages"]
+    assert sent[0]["role"] == "system" and sent[-1]["content"] == "turn 2"
+    assert all("a" * 200 != m.get("content") for m in sent)  # the long first turn no longer fits
 
 
 async def test_tool_timeout_reaches_the_llm_as_an_error(scripted_llm: ScriptedLLMServer) -> None:
