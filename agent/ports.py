@@ -121,6 +121,10 @@ class ConversationStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailableError`` unless the store answers."""
+        ...
+
     async def get_or_create_session(self, session_id: str | None, user_id: str) -> Session:
         """Return the user's session, creating it when ``session_id`` is None or new.
 

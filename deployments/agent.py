@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,12 +10,14 @@ from typing import Any
 from ray.serve.handle import DeploymentHandle
 
 from agent.config import AgentConfig
-from agent.dto import ChatRequest, ChatResponse, ToolSpec
-from agent.events import AgentEvent
+from agent.dto import ChatRequest, ChatResponse, Message, ToolSpec
+from agent.errors import AgentError
+from agent.events import AgentEvent, ErrorEvent
 from agent.llm import OpenAILLMClient
 from agent.loop import Agent
+from agent.ports import Page, Session
 from deployments.handles import HandleEmbedder, HandleToolExecutor
-from memory.in_memory import InMemoryConversationStore
+from memory.factory import build_conversation_store
 from serve_app.args import AgentServeArgs
 from serve_app.http.services import CheckResult
 from serve_app.settings import Settings
@@ -50,7 +53,23 @@ class AgentDeployment:
         self.llm = OpenAILLMClient(self.args.llm.endpoint(Settings()))
         self.tools = HandleToolExecutor(tool_executor)
         self.embedder = HandleEmbedder(embedder)
-        self.agent = Agent(self.llm, self.tools, InMemoryConversationStore(), self.args.agent)
+        settings = Settings()
+        database_url = settings.database_url.get_secret_value() if settings.database_url else None
+        self.store = build_conversation_store(database_url, settings.agentserve_data_dir)
+        self._store_ready = False
+        self._setup_lock = asyncio.Lock()
+        self.agent = Agent(
+            self.llm, self.tools, self.store, self.args.agent, context_window=self.args.llm.context_window
+        )
+
+    async def _ready(self) -> None:
+        """Apply migrations once per replica; retried on the next call if the database was down."""
+        if self._store_ready:
+            return
+        async with self._setup_lock:
+            if not self._store_ready:
+                await self.store.setup()
+                self._store_ready = True
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply live settings (system prompt, temperature, max_steps, ...) without a restart."""
@@ -61,18 +80,47 @@ class AgentDeployment:
         return self.agent.config
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        await self._ready()
         return await self.agent.chat(request)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
+        try:
+            await self._ready()
+        except AgentError as exc:
+            yield ErrorEvent(error_type=exc.code, message=exc.message)
+            return
         async for event in self.agent.stream(request):
             yield event
 
+    async def list_sessions(self, user_id: str, limit: int = 20, cursor: str | None = None) -> Page[Session]:
+        await self._ready()
+        return await self.store.list_sessions(user_id, limit, cursor)
+
+    async def get_session(self, session_id: str, user_id: str) -> Session:
+        await self._ready()
+        return await self.store.get_session(session_id, user_id)
+
+    async def list_messages(
+        self, session_id: str, user_id: str, limit: int = 50, cursor: str | None = None
+    ) -> Page[Message]:
+        await self._ready()
+        return await self.store.list_messages(session_id, user_id, limit, cursor)
+
+    async def delete_session(self, session_id: str, user_id: str) -> None:
+        await self._ready()
+        await self.store.delete_session(session_id, user_id)
+
     async def list_tools(self) -> list[ToolSpec]:
         return await self.agent.tool_specs()
+
+    async def _ready_and_ping(self) -> None:
+        await self._ready()
+        await self.store.ping()
 
     async def health(self) -> dict[str, CheckResult]:
         results = [
             await _timed("llm", self.llm.ping()),
             await _timed("tools", self.tools.list_tools()),
+            await _timed("store", self._ready_and_ping()),
         ]
         return dict(results)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
-from agent.dto import ChatRequest, ChatResponse, ToolInvocation, ToolResult, ToolSpec
+from agent.dto import ChatRequest, ChatResponse, Message, ToolInvocation, ToolResult, ToolSpec
 from agent.errors import AgentError
 from agent.events import AgentEvent, ErrorEvent
+from agent.ports import Page, Session
 from serve_app.http.services import CheckResult
 
 logger = logging.getLogger(__name__)
@@ -64,10 +66,7 @@ class HandleAgentService:
         self.tools = HandleToolExecutor(tools)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        try:
-            response: ChatResponse = await self.agent.chat.remote(request)
-        except RayTaskError as exc:
-            raise _unwrap(exc) from None
+        response: ChatResponse = await self._call("chat", request)
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
@@ -89,6 +88,29 @@ class HandleAgentService:
             if not finished:
                 # NOTE: the client went away: cancel the turn in the Agent replica too.
                 gen.cancel()
+
+    async def _call(self, method: str, *args: object) -> Any:
+        try:
+            return await getattr(self.agent, method).remote(*args)
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
+
+    async def list_sessions(self, user_id: str, limit: int, cursor: str | None) -> Page[Session]:
+        page: Page[Session] = await self._call("list_sessions", user_id, limit, cursor)
+        return page
+
+    async def get_session(self, session_id: str, user_id: str) -> Session:
+        session: Session = await self._call("get_session", session_id, user_id)
+        return session
+
+    async def list_messages(
+        self, session_id: str, user_id: str, limit: int, cursor: str | None
+    ) -> Page[Message]:
+        page: Page[Message] = await self._call("list_messages", session_id, user_id, limit, cursor)
+        return page
+
+    async def delete_session(self, session_id: str, user_id: str) -> None:
+        await self._call("delete_session", session_id, user_id)
 
     async def list_tools(self) -> list[ToolSpec]:
         return await self.tools.list_tools()

@@ -23,6 +23,7 @@ class LLMArgs(BaseModel):
     )
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    context_window: int = Field(default=8192, ge=256, description="The model's context, in tokens.")
 
     def endpoint(self, settings: Settings) -> LLMEndpoint:
         base_url = settings.llm_base_url or self.base_url or self.local_base_url

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from agent.dto import ChatRequest, ChatResponse, ToolInvocation, ToolResult, ToolSpec
+from agent.dto import ChatRequest, ChatResponse, Message, ToolInvocation, ToolResult, ToolSpec
 from agent.events import AgentEvent
 from agent.loop import Agent
-from agent.ports import ToolExecutor
+from agent.ports import Page, Session, ToolExecutor
 from serve_app.http.services import CheckResult
 
 
@@ -28,6 +28,20 @@ class InProcessAgentService:
 
     async def execute_tool(self, invocation: ToolInvocation) -> ToolResult:
         return await self.tools.execute(invocation)
+
+    async def list_sessions(self, user_id: str, limit: int, cursor: str | None) -> Page[Session]:
+        return await self.agent.store.list_sessions(user_id, limit, cursor)
+
+    async def get_session(self, session_id: str, user_id: str) -> Session:
+        return await self.agent.store.get_session(session_id, user_id)
+
+    async def list_messages(
+        self, session_id: str, user_id: str, limit: int, cursor: str | None
+    ) -> Page[Message]:
+        return await self.agent.store.list_messages(session_id, user_id, limit, cursor)
+
+    async def delete_session(self, session_id: str, user_id: str) -> None:
+        await self.agent.store.delete_session(session_id, user_id)
 
     async def health(self) -> dict[str, CheckResult]:
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr
@@ -11,8 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Read in every replica's process; nothing here goes into a config file.
 
-    ``LLM_BASE_URL`` set means an external OpenAI-compatible endpoint, and the
-    local model is then not deployed.
+    ``DATABASE_URL`` picks the conversation store (PostgreSQL, or a SQLite file;
+    unset: SQLite in ``AGENTSERVE_DATA_DIR``). ``LLM_BASE_URL`` set means an
+    external OpenAI-compatible endpoint, and the local model is then not deployed.
     """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -21,3 +23,6 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    agentserve_data_dir: str = str(Path.home() / ".agentserve")

@@ -12,8 +12,9 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from agent.dto import ChatRequest, ChatResponse, ToolInvocation, ToolResult, ToolSpec
+from agent.dto import ChatRequest, ChatResponse, Message, ToolInvocation, ToolResult, ToolSpec
 from agent.events import AgentEvent
+from agent.ports import Page, Session
 
 
 class CheckResult(BaseModel):
@@ -34,6 +35,16 @@ class AgentService(Protocol):
     async def list_tools(self) -> list[ToolSpec]: ...
 
     async def execute_tool(self, invocation: ToolInvocation) -> ToolResult: ...
+
+    async def list_sessions(self, user_id: str, limit: int, cursor: str | None) -> Page[Session]: ...
+
+    async def get_session(self, session_id: str, user_id: str) -> Session: ...
+
+    async def list_messages(
+        self, session_id: str, user_id: str, limit: int, cursor: str | None
+    ) -> Page[Message]: ...
+
+    async def delete_session(self, session_id: str, user_id: str) -> None: ...
 
     async def health(self) -> dict[str, CheckResult]:
         """Each dependency's check, by name."""

@@ -81,17 +81,23 @@ def prompt_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
     for m in messages:
         parts = [_text(m.get("content"))] if m.get("content") else []
         for call in m.get("tool_calls") or []:
-            parts.append(f"functions.{call['function']['name']}:\n{call['function'].get('arguments') or '{}'}")
+            parts.append(
+                f"functions.{call['function']['name']}:\n{call['function'].get('arguments') or '{}'}"
+            )
         out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": "\n".join(parts)})
     if tools:
         if not out or out[0]["role"] != "system":
             out.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
-        listed = "".join(f"\nfunctions.{f['name']}: {f.get('description') or ''}\n"
-                         f"{json.dumps(f.get('parameters') or {})}\n" for f in (t["function"] for t in tools))
+        listed = "".join(
+            f"\nfunctions.{f['name']}: {f.get('description') or ''}\n"
+            f"{json.dumps(f.get('parameters') or {})}\n"
+            for f in (t["function"] for t in tools)
+        )
         out[0]["content"] += (
             f"\n\nYou can call these functions:\n{listed}\nTo call a function, reply with "
             "functions.<name>: and its JSON arguments on the next line. To answer the user instead, "
-            "begin with message: and your answer.")
+            "begin with message: and your answer."
+        )
     return out
 
 
@@ -105,7 +111,9 @@ def tool_grammar(tools: list[dict[str, Any]], allow_message: bool) -> str:
         schema = conv.resolve_refs(tool["function"].get("parameters") or {"type": "object"}, f"tool{i}")
         rule = conv.visit(schema, f"tool{i}-args")
         alternatives.append(f'"functions.{tool["function"]["name"]}:\\n" {rule}')
-    return conv.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR) + f"\nroot ::= {' | '.join(alternatives)}\n"
+    return (
+        conv.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR) + f"\nroot ::= {' | '.join(alternatives)}\n"
+    )
 
 
 class _Run:
@@ -117,8 +125,11 @@ class _Run:
         self.completion_tokens = 0
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
 
 class LlamaCppEngine:
@@ -129,8 +140,13 @@ class LlamaCppEngine:
 
         self.args = args
         started = time.perf_counter()
-        self._llm = Llama(model_path=args.model_path or bundled_model_path(), n_ctx=args.n_ctx,
-                          n_threads=args.n_threads, chat_format=args.chat_format, verbose=False)
+        self._llm = Llama(
+            model_path=args.model_path or bundled_model_path(),
+            n_ctx=args.n_ctx,
+            n_threads=args.n_threads,
+            chat_format=args.chat_format,
+            verbose=False,
+        )
         self.load_seconds = time.perf_counter() - started
         # NOTE: a Llama object is not thread-safe; every call into it holds this lock.
         self._lock = threading.Lock()
@@ -216,9 +232,13 @@ class LlamaCppEngine:
 
     def _sampling(self, request: dict[str, Any]) -> dict[str, Any]:
         max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
-        out = {"max_tokens": max_tokens or self.args.max_tokens_default,
-               "temperature": request.get("temperature"), "top_p": request.get("top_p"),
-               "stop": request.get("stop"), "seed": request.get("seed")}
+        out = {
+            "max_tokens": max_tokens or self.args.max_tokens_default,
+            "temperature": request.get("temperature"),
+            "top_p": request.get("top_p"),
+            "stop": request.get("stop"),
+            "seed": request.get("seed"),
+        }
         return {k: v for k, v in out.items() if v is not None}
 
     def _tool_call(self, request: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -233,18 +253,24 @@ class LlamaCppEngine:
         sampling["max_tokens"] += 16  # NOTE: room for "functions.<name>:", which the grammar forces
         result = self._llm.create_chat_completion(
             messages=prompt_messages(request["messages"], tools),
-            grammar=LlamaGrammar.from_string(tool_grammar(tools, allow_message), verbose=False), **sampling)
+            grammar=LlamaGrammar.from_string(tool_grammar(tools, allow_message), verbose=False),
+            **sampling,
+        )
         text, finish = result["choices"][0]["message"]["content"] or "", result["choices"][0]["finish_reason"]
         if not text.startswith("functions."):
             return None, "stop"
         name, _, arguments = text.removeprefix("functions.").partition(":\n")
-        call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                "function": {"name": name, "arguments": arguments.strip()}}
+        call = {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments.strip()},
+        }
         return call, "length" if finish == "length" else "tool_calls"
 
     def _message(self, request: dict[str, Any], stream: bool) -> Any:
         return self._llm.create_chat_completion(
-            messages=prompt_messages(request["messages"], None), stream=stream, **self._sampling(request))
+            messages=prompt_messages(request["messages"], None), stream=stream, **self._sampling(request)
+        )
 
     def _complete(self, request: dict[str, Any], run: _Run) -> dict[str, Any]:
         call, finish = self._tool_call(request)
@@ -253,17 +279,27 @@ class LlamaCppEngine:
             result = self._message(request, stream=False)
             message = {"role": "assistant", "content": result["choices"][0]["message"]["content"] or ""}
             finish = result["choices"][0]["finish_reason"] or "stop"
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": self.args.model_name,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": run.usage()}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.args.model_name,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": run.usage(),
+        }
 
     def _chunks(self, request: dict[str, Any], run: _Run) -> Iterator[dict[str, Any]]:
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self.args.model_name}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.args.model_name,
+        }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return base | {
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            }
 
         call, finish = self._tool_call(request)
         yield chunk({"role": "assistant", "content": None if call else ""})

@@ -119,3 +119,13 @@ async def test_heartbeat_comments_while_a_tool_runs(scripted_llm: object) -> Non
     body = r.text
     assert body.count(": ping") >= 2
     assert body.index(": ping") < body.index("event: tool_result")
+
+
+async def test_idempotency_key_header_replays_the_reply(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "retry-123"}
+    first = await client.post("/api/chat", json={"message": "calc: 3*3"}, headers=headers)
+    again = await client.post("/api/chat", json={"message": "calc: 3*3"}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    r = await client.post("/api/chat", json={"message": "x"}, headers={"Idempotency-Key": "bad key!"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "Idempotency-Key"

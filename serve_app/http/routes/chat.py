@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from agent.dto import ChatRequest, ChatResponse
+from agent.dto import ID_PATTERN, ChatRequest, ChatResponse
 from agent.events import ErrorEvent
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
@@ -16,13 +17,29 @@ from serve_app.http.errors import ERROR_RESPONSES
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["chat"])
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=ID_PATTERN,
+        description="a retry with the same key gets the stored reply",
+    ),
+]
+
+
+def _with_key(body: ChatRequest, key: str | None) -> ChatRequest:
+    return body.model_copy(update={"idempotency_key": key}) if key else body
+
+
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
 @router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
-async def chat(body: ChatRequest, agent: AgentServiceDep) -> ChatResponse:
+async def chat(
+    body: ChatRequest, agent: AgentServiceDep, idempotency_key: IdempotencyKey = None
+) -> ChatResponse:
     """Send a message and get the agent's reply once the turn is done."""
-    return await agent.chat(body)
+    return await agent.chat(_with_key(body, idempotency_key))
 
 
 @router.post(
@@ -30,11 +47,13 @@ async def chat(body: ChatRequest, agent: AgentServiceDep) -> ChatResponse:
     responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
     response_class=EventSourceResponse,
 )
-async def chat_stream(body: ChatRequest, agent: AgentServiceDep, request: Request) -> EventSourceResponse:
+async def chat_stream(
+    body: ChatRequest, agent: AgentServiceDep, request: Request, idempotency_key: IdempotencyKey = None
+) -> EventSourceResponse:
     """Send a message; receive the turn as SSE: token, tool_call, tool_result, message, done|error."""
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        stream = agent.stream(body)
+        stream = agent.stream(_with_key(body, idempotency_key))
         try:
             async for event in stream:
                 yield ServerSentEvent(event=event.type, data=event.model_dump_json())
