@@ -25,15 +25,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the deployed app's SQLite store lives for this session."""
+    return str(tmp_path_factory.mktemp("agentserve-data"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(data_dir: str) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "AGENTSERVE_DATA_DIR": data_dir}
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}},
+        runtime_env={"env_vars": env},
     )
     try:
         yield
