@@ -17,6 +17,7 @@ from agent.llm import OpenAILLMClient
 from agent.loop import Agent
 from agent.ports import Page, Session
 from deployments.handles import HandleEmbedder, HandleToolExecutor
+from deployments.streaming import batched
 from memory.factory import build_conversation_store
 from serve_app.args import AgentServeArgs
 from serve_app.http.services import CheckResult
@@ -91,6 +92,11 @@ class AgentDeployment:
             return
         async for event in self.agent.stream(request):
             yield event
+
+    async def stream_batches(self, request: ChatRequest) -> AsyncIterator[list[AgentEvent]]:
+        """``stream`` with events coalesced per handle trip (what the Ingress uses)."""
+        async for batch in batched(self.stream(request)):
+            yield batch
 
     async def list_sessions(self, user_id: str, limit: int = 20, cursor: str | None = None) -> Page[Session]:
         await self._ready()

@@ -70,11 +70,12 @@ class HandleAgentService:
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
-        gen = self.stream_handle.stream.remote(request)
+        gen = self.stream_handle.stream_batches.remote(request)
         finished = False
         try:
-            async for event in gen:
-                yield event
+            async for batch in gen:
+                for event in batch:
+                    yield event
             finished = True
         except RayTaskError as exc:
             err = _unwrap(exc)
