@@ -21,6 +21,7 @@ from agent.dto import (
     ToolResult,
     ToolSpec,
     Usage,
+    new_id,
     utcnow,
 )
 
@@ -165,3 +166,42 @@ class ConversationStore(Protocol):
     async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
         """The finished turn stored under this key, if any."""
         ...
+
+
+class MemoryItem(BaseModel):
+    """Something a user said or asked to remember, searchable by meaning."""
+
+    id: str = Field(default_factory=lambda: new_id("mem"))
+    user_id: str
+    session_id: str | None = None
+    kind: str = "message"  # "message" (remembered after a turn) or "note" (added on purpose)
+    text: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MemoryHit(BaseModel):
+    item: MemoryItem
+    score: float  # cosine similarity, higher is closer
+
+
+@runtime_checkable
+class VectorMemory(Protocol):
+    """Per-user semantic memory. Vectors are normalised; every call is scoped to one user."""
+
+    async def setup(self) -> None: ...
+
+    async def add(self, items: list[MemoryItem], vectors: list[list[float]]) -> None: ...
+
+    async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
+        """The user's ``k`` closest items, closest first; never another user's."""
+        ...
+
+    async def delete(self, user_id: str, item_id: str) -> None:
+        """Raises ``NotFoundError`` for a missing id or another user's item."""
+        ...
+
+    async def delete_session(self, user_id: str, session_id: str) -> int:
+        """Delete the user's items of one session; returns how many."""
+        ...
+
+    async def count(self, user_id: str) -> int: ...
