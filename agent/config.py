@@ -22,3 +22,6 @@ class AgentConfig(BaseModel):
     max_steps: int = Field(default=6, ge=1, le=50)
     tool_timeout_s: float = Field(default=30.0, gt=0, le=600)
     history_limit: int = Field(default=50, ge=0, le=1000)
+    memory_top_k: int = Field(default=3, ge=0, le=20, description="memories recalled before a turn; 0 = off")
+    memory_min_score: float = Field(default=0.3, ge=-1.0, le=1.0)
+    remember_messages: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from agent.events import (
     ToolResultEvent,
 )
 from agent.ports import ConversationStore, LLMClient, LLMParams, LLMResult, ToolExecutor, TurnRecord
+from agent.semantic import MEMORY_SEARCH_TOOL, SemanticMemory, format_memories
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class Agent:
         context_window: The model's context in tokens; history is cut to fit
             it, less ``max_tokens`` for the reply.
         token_counter: How tokens are counted (an approximation by default).
+        memory: Semantic memory: recalled before each turn, the user's message
+            remembered after it, and searchable by the LLM (``memory_search``).
     """
 
     def __init__(
@@ -77,8 +81,10 @@ class Agent:
         *,
         context_window: int = 8192,
         token_counter: TokenCounter | None = None,
+        memory: SemanticMemory | None = None,
     ) -> None:
         self.llm = llm
+        self.memory = memory
         self.context_window = context_window
         self.token_counter = token_counter or ApproxTokenCounter()
         self.tools = tools
@@ -91,7 +97,10 @@ class Agent:
 
     async def tool_specs(self) -> list[ToolSpec]:
         if self._tool_specs is None:
-            self._tool_specs = await self.tools.list_tools()
+            specs = await self.tools.list_tools()
+            if self.memory is not None:
+                specs = [*specs, MEMORY_SEARCH_TOOL]
+            self._tool_specs = specs
         return self._tool_specs
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -133,7 +142,9 @@ class Agent:
 
         history = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
         user_msg = Message(role=Role.USER, content=request.message)
-        system = Message(role=Role.SYSTEM, content=cfg.system_prompt)
+        system = Message(
+            role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message)
+        )
         budget = max(self.context_window - (cfg.max_tokens or 0), 1)
         messages = fit_to_budget(system, history, [user_msg], budget, self.token_counter)
         specs = await self.tool_specs()
@@ -165,7 +176,7 @@ class Agent:
             for call in result.tool_calls:
                 turn.records[call.id] = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
                 yield ToolCallEvent(id=call.id, name=call.name, arguments=call.arguments)
-            tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s)
+            tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s, user)
             tool_msgs = [
                 Message(role=Role.TOOL, content=r.content, tool_call_id=r.call_id, name=r.name)
                 for r in tool_results
@@ -225,6 +236,11 @@ class Agent:
                 yield event
             return
         turn.response = response
+        if self.memory is not None and self.config.remember_messages:
+            try:
+                await self.memory.remember(request.user, request.message, session_id)
+            except Exception as exc:  # memory is an aid: a failure never fails the turn
+                self.memory.warn("remember", exc)
         yield MessageEvent(message_id=reply.id, content=response.response)
         yield DoneEvent(
             session_id=session_id,
@@ -245,14 +261,49 @@ class Agent:
             finish_reason="max_steps" if response.finish_reason == "max_steps" else "stop",
         )
 
-    async def _run_tools(self, calls: list[ToolCall], timeout_s: float) -> list[ToolResult]:
-        """Run one step's calls concurrently, each under its own timeout."""
-        return list(await asyncio.gather(*(self._run_tool(c, timeout_s) for c in calls)))
+    async def _system_prompt(self, user: str, session_id: str, message: str) -> str:
+        prompt = self.config.system_prompt
+        if self.memory is None or self.config.memory_top_k == 0:
+            return prompt
+        try:
+            hits = await self.memory.recall(user, message, self.config.memory_top_k + 5)
+        except Exception as exc:
+            self.memory.warn("recall", exc)
+            return prompt
+        # The current session is in the history already; recall the others.
+        hits = [
+            h for h in hits if h.item.session_id != session_id and h.score >= self.config.memory_min_score
+        ]
+        hits = hits[: self.config.memory_top_k]
+        return f"{prompt}\n\n{format_memories(hits)}" if hits else prompt
 
-    async def _run_tool(self, call: ToolCall, timeout_s: float) -> ToolResult:
+    async def _run_tools(self, calls: list[ToolCall], timeout_s: float, user: str) -> list[ToolResult]:
+        """Run one step's calls concurrently, each under its own timeout."""
+        return list(await asyncio.gather(*(self._run_tool(c, timeout_s, user) for c in calls)))
+
+    async def _memory_search(self, call: ToolCall, user: str) -> ToolResult:
+        assert self.memory is not None
+        try:
+            args = json.loads(call.arguments or "{}")
+            query, k = str(args["query"]), int(args.get("k", 5))
+        except (ValueError, KeyError, TypeError):
+            return ToolResult(
+                call_id=call.id, name=call.name, is_error=True, error_kind=ToolErrorKind.INVALID_ARGUMENTS,
+                content="invalid arguments: query (string, required), k (integer 1-20)",
+            )  # fmt: skip
+        hits = await self.memory.recall(user, query, max(1, min(k, 20)))
+        payload = [
+            {"text": h.item.text, "score": round(h.score, 3), "created_at": h.item.created_at.isoformat()}
+            for h in hits
+        ]
+        return ToolResult(call_id=call.id, name=call.name, content=json.dumps(payload))
+
+    async def _run_tool(self, call: ToolCall, timeout_s: float, user: str = "anonymous") -> ToolResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
+                if call.name == MEMORY_SEARCH_TOOL.name and self.memory is not None:
+                    return await self._memory_search(call, user)
                 return await self.tools.execute(
                     ToolInvocation(name=call.name, arguments=call.arguments, call_id=call.id)
                 )

@@ -4,14 +4,17 @@ Ray names its worker processes after what they run (``ray::ServeReplica:app:Agen
 ``ray::ProxyActor``, ...), so a process tree rooted at the benchmark can be
 split into Serve proxy, each deployment's replicas, the controller and Ray's
 own daemons. The machine-wide busy time tells how much CPU other processes
-(other people's tests, say) took during a run.
+(other people's tests, say) took during a run. Also: what machine and code ran.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -100,3 +103,32 @@ def cpu_by_role(before: CpuSnapshot, after: CpuSnapshot, roles: dict[int, str]) 
         name = roles.get(pid) or role(pid)
         spent[name] = spent.get(name, 0.0) + cpu - before.per_pid.get(pid, 0.0)
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+
+
+def machine() -> dict[str, Any]:
+    import ray
+
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "nproc": os.cpu_count(),
+        "mem_gib": round(mem_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "wrk": wrk[0] if wrk else "?",
+        "loadavg_at_end": os.getloadavg(),
+    }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the source files that differed from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+
+    dirs = ["agent", "memory", "tools", "serve_app", "deployments", "bench"]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": git("status", "--porcelain", "--", *dirs).splitlines(),
+    }

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,7 +112,7 @@ def measure_stack(base_url: str, a: argparse.Namespace, roles: dict[int, str]) -
     }
 
 
-def start_serve(llm_url: str) -> tuple[str, dict[str, float]]:
+def start_serve(llm_url: str, env: dict[str, str]) -> tuple[str, dict[str, float]]:
     """Ray in this process, the Serve proxy on a free port, the app deployed at ``/``."""
     import ray
     from ray import serve
@@ -122,7 +123,7 @@ def start_serve(llm_url: str) -> tuple[str, dict[str, float]]:
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}},
+        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", **env}},
     )
     t1 = time.monotonic()
     port = free_port()
@@ -138,22 +139,6 @@ def replica_counts() -> dict[str, dict[str, int]]:
 
     deployments = serve.status().applications[APP_NAME].deployments
     return {name: {str(s): n for s, n in d.replica_states.items()} for name, d in deployments.items()}
-
-
-def machine() -> dict[str, Any]:
-    import ray
-
-    with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
-    return {
-        "nproc": os.cpu_count(),
-        "mem_gib": round(mem_kib / 2**20, 1),
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "wrk": wrk[0] if wrk else "?",
-        "loadavg_at_end": os.getloadavg(),
-    }
 
 
 def ratio(a: float, b: float) -> float:
@@ -208,10 +193,14 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started: list[subprocess.Popen[bytes]] = []
     ray_up = False
+    # NOTE: both stacks use the app's default store, SQLite, each in its own file here.
+    data = Path(tempfile.mkdtemp(prefix="agentserve-bench-"))
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "loadavg_at_start": os.getloadavg(),
+        "code": procs.code_version(),
+        "store": "SQLite (the app's default), a fresh file per stack",
     }
     try:
         llm_port, base_port = free_port(), free_port()
@@ -219,7 +208,14 @@ def main() -> None:
         started.append(llm)
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
         wait_http(f"{llm_url}/models", llm)
-        baseline = start("baseline", "bench.baseline", "--port", str(base_port), "--llm-url", llm_url)
+        db = f"sqlite:///{data}/baseline.db"
+        baseline = start(
+            "baseline",
+            "bench.baseline",
+            f"--port={base_port}",
+            f"--llm-url={llm_url}",
+            f"--database-url={db}",
+        )
         started.append(baseline)
         base_url = f"http://127.0.0.1:{base_port}"
         wait_http(f"{base_url}/live", baseline)
@@ -233,11 +229,14 @@ def main() -> None:
         results["serve_env"] = dict(kv.split("=", 1) for kv in a.serve_env)
         os.environ.update(results["serve_env"])  # NOTE: Ray's processes inherit it from here.
         ray_up = True
-        serve_url, results["startup"] = start_serve(llm_url)
+        env = {"DATABASE_URL": f"sqlite:///{data}/serve.db", "AGENTSERVE_DATA_DIR": str(data)}
+        serve_url, results["startup"] = start_serve(llm_url, env)
         print(f"  {results['startup']}\nserve ...", flush=True)
         results["serve"] = measure_stack(serve_url, a, roles)
         results["serve"]["replicas_after"] = replica_counts()
-        results["machine"] = machine()
+        if not (data / "serve.db").exists():
+            raise RuntimeError("the Agent replica did not use the benchmark's SQLite file")
+        results["machine"] = procs.machine()
     finally:
         if ray_up:
             import ray
@@ -247,6 +246,7 @@ def main() -> None:
             ray.shutdown()
         for proc in reversed(started):
             stop(proc)
+        shutil.rmtree(data, ignore_errors=True)
     a.out.write_text(json.dumps(results, indent=2))
     report(results, a.concurrency)
     print(f"\nreplicas after the run: {results['serve']['replicas_after']}\nwrote {a.out}")

