@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from agent.dto import ChatRequest, ChatResponse, Message, ToolInvocation, ToolResult, ToolSpec
 from agent.errors import AgentError
 from agent.events import AgentEvent, ErrorEvent
-from agent.ports import Page, Session
+from agent.ports import MemoryHit, MemoryItem, Page, Session
 from serve_app.http.services import CheckResult
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,17 @@ class HandleAgentService:
 
     async def delete_session(self, session_id: str, user_id: str) -> None:
         await self._call("delete_session", session_id, user_id)
+
+    async def add_memory(self, user_id: str, text: str, session_id: str | None) -> MemoryItem:
+        item: MemoryItem = await self._call("add_memory", user_id, text, session_id)
+        return item
+
+    async def search_memory(self, user_id: str, query: str, k: int) -> list[MemoryHit]:
+        hits: list[MemoryHit] = await self._call("search_memory", user_id, query, k)
+        return hits
+
+    async def delete_memory(self, user_id: str, memory_id: str) -> None:
+        await self._call("delete_memory", user_id, memory_id)
 
     async def list_tools(self) -> list[ToolSpec]:
         return await self.tools.list_tools()

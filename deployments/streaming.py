@@ -9,6 +9,7 @@ timer, so a slow stream still sends each token as soon as it comes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -57,7 +58,5 @@ async def batched(source: AsyncIterator[T], max_batch: int = 256) -> AsyncIterat
     finally:
         if not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass

@@ -6,9 +6,11 @@ import time
 from collections.abc import AsyncIterator
 
 from agent.dto import ChatRequest, ChatResponse, Message, ToolInvocation, ToolResult, ToolSpec
+from agent.errors import AgentError
 from agent.events import AgentEvent
 from agent.loop import Agent
-from agent.ports import Page, Session, ToolExecutor
+from agent.ports import MemoryHit, MemoryItem, Page, Session, ToolExecutor
+from agent.semantic import SemanticMemory
 from serve_app.http.services import CheckResult
 
 
@@ -42,6 +44,22 @@ class InProcessAgentService:
 
     async def delete_session(self, session_id: str, user_id: str) -> None:
         await self.agent.store.delete_session(session_id, user_id)
+        if self.agent.memory is not None:
+            await self.agent.memory.forget_session(user_id, session_id)
+
+    def _memory(self) -> SemanticMemory:
+        if self.agent.memory is None:
+            raise AgentError("semantic memory is not configured")
+        return self.agent.memory
+
+    async def add_memory(self, user_id: str, text: str, session_id: str | None) -> MemoryItem:
+        return await self._memory().remember(user_id, text, session_id, kind="note")
+
+    async def search_memory(self, user_id: str, query: str, k: int) -> list[MemoryHit]:
+        return await self._memory().recall(user_id, query, k)
+
+    async def delete_memory(self, user_id: str, memory_id: str) -> None:
+        await self._memory().forget(user_id, memory_id)
 
     async def health(self) -> dict[str, CheckResult]:
         started = time.perf_counter()

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from serve_app.http.errors import install_error_handlers
 from serve_app.http.middleware import RequestIdMiddleware
-from serve_app.http.routes import chat, health, sessions, tools
+from serve_app.http.routes import chat, health, memory, sessions, tools
 from serve_app.http.services import AgentService
 
 
@@ -26,6 +26,7 @@ def create_app(service: AgentService, *, heartbeat_s: float = 15.0) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(tools.router)
     app.include_router(sessions.router)
+    app.include_router(memory.router)
     app.include_router(health.router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from agent.dto import ChatRequest, ChatResponse, Message, ToolInvocation, ToolResult, ToolSpec
 from agent.events import AgentEvent
-from agent.ports import Page, Session
+from agent.ports import MemoryHit, MemoryItem, Page, Session
 
 
 class CheckResult(BaseModel):
@@ -45,6 +45,12 @@ class AgentService(Protocol):
     ) -> Page[Message]: ...
 
     async def delete_session(self, session_id: str, user_id: str) -> None: ...
+
+    async def add_memory(self, user_id: str, text: str, session_id: str | None) -> MemoryItem: ...
+
+    async def search_memory(self, user_id: str, query: str, k: int) -> list[MemoryHit]: ...
+
+    async def delete_memory(self, user_id: str, memory_id: str) -> None: ...
 
     async def health(self) -> dict[str, CheckResult]:
         """Each dependency's check, by name."""

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP surface of the embedded LLM: ``/v1/models``, ``/v1/chat/completions``, ``/health``.
+"""The OpenAI-compatible HTTP surface of the embedded LLM: `/v1/models`, `/v1/chat/completions`, `/health`.
 
 Ray-free: the LocalLLM deployment serves this app, and tests run it with uvicorn. It serves one
 model, so any ``model`` in a request is accepted and our own name is echoed back.

@@ -1,4 +1,4 @@
-"""The local LLM app on the real bundled model, served by uvicorn and called with the official ``openai`` client."""
+"""The local LLM app on the real bundled model, served by uvicorn, called with the `openai` client."""
 
 from __future__ import annotations
 
