@@ -100,7 +100,7 @@ class PostgresConversationStore:
             name="conversation-store",
         )
         self._ready = False
-        self._ready_lock = asyncio.Lock()
+        self._preparing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
@@ -117,23 +117,27 @@ class PostgresConversationStore:
     async def _prepare(self) -> None:
         # NOTE: the pool opens without waiting, so a database that is down at
         # start leaves a store that works as soon as it is back: migrations are
-        # retried by the next operation until they succeed once.
-        async with self._ready_lock:
-            if self._ready:
-                return
-            await self._pool.open(wait=False)
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
-                await conn.execute(PG_SCHEMA_MIGRATIONS)
-                row = await (await conn.execute("SELECT MAX(version) AS v FROM schema_migrations")).fetchone()
-                for migration in pending(row["v"] if row else None):
-                    for statement in migration.postgres:
-                        await conn.execute(statement)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,)
-                    )
-                    logger.info("conversation store (postgres): applied schema version %d", migration.version)
-            self._ready = True
+        # retried by the next operation until they succeed once. Concurrent
+        # callers share one attempt, so an outage costs each at most one timeout.
+        task = self._preparing
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._preparing = asyncio.create_task(self._migrate())
+        await asyncio.shield(task)
+
+    async def _migrate(self) -> None:
+        await self._pool.open(wait=False)
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
+            await conn.execute(PG_SCHEMA_MIGRATIONS)
+            row = await (await conn.execute("SELECT MAX(version) AS v FROM schema_migrations")).fetchone()
+            for migration in pending(row["v"] if row else None):
+                for statement in migration.postgres:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,)
+                )
+                logger.info("conversation store (postgres): applied schema version %d", migration.version)
+        self._ready = True
 
     async def setup(self) -> None:
         """Open the pool and apply pending migrations (replicas serialise on an advisory lock).

@@ -37,7 +37,9 @@ import importlib.util
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,8 @@ class LlamaCppEngine:
         # Every completion llama_cpp runs goes through Llama.generate: count and cancel here.
         run = self._run
         assert run is not None
+        if run.cancel.is_set():
+            return
         run.prompt_tokens = max(run.prompt_tokens, len(tokens))
         for token in self._generate(tokens, *args, **kwargs):
             if run.cancel.is_set():
@@ -136,17 +140,21 @@ class LlamaCppEngine:
         loop, queue, run = asyncio.get_running_loop(), asyncio.Queue[Any](), _Run()
         done = object()
 
-        def produce() -> None:
-            try:
-                for chunk in self._chunks(request, run):
+        def pump() -> None:
+            with closing(self._chunks(request, run)) as chunks:  # closed here, under the lock
+                for chunk in chunks:
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
                     if run.cancel.is_set():
                         break  # the consumer went away: stop pulling from llama's iterator
+
+        def produce() -> None:
+            try:
+                self._locked(run, pump)
             except BaseException as exc:  # re-raised on the event loop
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             loop.call_soon_threadsafe(queue.put_nowait, done)
 
-        worker = loop.run_in_executor(None, self._locked, run, produce)
+        loop.run_in_executor(None, produce)
         try:
             while (item := await queue.get()) is not done:
                 if isinstance(item, BaseException):
@@ -154,9 +162,8 @@ class LlamaCppEngine:
                 yield item
         finally:
             run.cancel.set()  # the worker stops at its next token (see _counting_generate)
-            del worker
 
-    def _locked(self, run: _Run, work: Any) -> Any:
+    def _locked(self, run: _Run, work: Callable[[], Any]) -> Any:
         with self._lock:
             if run.cancel.is_set():
                 return None
@@ -261,15 +268,21 @@ class LlamaCppEngine:
             }
 
         call, finish = self._tool_call(request)
+        pieces: Iterator[Any] = iter(())
+        if call is None:
+            # NOTE: start generating before the first chunk, so that a prompt over the context
+            # window fails while the HTTP status can still say so.
+            pieces = self._message(request, stream=True)
+            first = next(pieces, None)
+            pieces = chain([first] if first else [], pieces)
         yield chunk({"role": "assistant", "content": None if call else ""})
         if call is not None:
             yield chunk({"tool_calls": [{"index": 0} | call]})
-        else:
-            for piece in self._message(request, stream=True):
-                choice = piece["choices"][0]
-                if text := choice["delta"].get("content"):
-                    yield chunk({"content": text})
-                finish = choice.get("finish_reason") or finish
+        for piece in pieces:
+            choice = piece["choices"][0]
+            if text := choice["delta"].get("content"):
+                yield chunk({"content": text})
+            finish = choice.get("finish_reason") or finish
         yield chunk({}, finish)
         if (request.get("stream_options") or {}).get("include_usage"):
             yield base | {"choices": [], "usage": run.usage()}

@@ -388,6 +388,10 @@ async def test_postgres_unreachable_is_store_unavailable_without_the_password() 
         with pytest.raises(StoreUnavailableError) as err:
             await call()
         assert "hunter2secret" not in str(err.value)
+    started = time.monotonic()  # concurrent calls share one attempt: one timeout, not five
+    results = await asyncio.gather(*(store.history("s", 1) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailableError) for r in results)
+    assert time.monotonic() - started < 1.2
     await store.close()
 
 
@@ -413,6 +417,22 @@ async def test_postgres_store_works_once_the_database_appears_after_a_failed_set
             assert time.monotonic() < deadline, "the store never recovered"
             await asyncio.sleep(0.2)
     assert (await store.get_session(s.id, "alice")).id == s.id
+    await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_replaces_connections_the_server_dropped(fresh_pg_dsn: str, pg_admin_dsn: str) -> None:
+    store = PostgresConversationStore(fresh_pg_dsn, min_size=2, max_size=2)
+    s = await store.get_or_create_session(None, "alice")  # no setup(): migrated on first use
+    dbname = psycopg.conninfo.conninfo_to_dict(fresh_pg_dsn)["dbname"]
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+    for _ in range(3):  # every pooled connection was dropped, yet no call fails
+        assert (await store.get_session(s.id, "alice")).id == s.id
     await store.close()
 
 

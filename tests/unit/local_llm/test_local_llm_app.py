@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -75,8 +75,9 @@ def base_url(engine: LlamaCppEngine) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(base_url: str) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+async def client(base_url: str) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
 
 
 async def test_models_lists_the_one_model(client: AsyncOpenAI) -> None:
@@ -149,6 +150,14 @@ async def test_tool_choice_naming_an_unknown_tool_is_a_400(client: AsyncOpenAI) 
             messages=ASK_CALC,
             tools=[CALCULATOR],
             tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_prompt_over_the_context_window_is_a_400(client: AsyncOpenAI, stream: bool) -> None:
+    with pytest.raises(BadRequestError, match="context window"):
+        await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "word " * 5000}], max_tokens=8, stream=stream
         )
 
 
