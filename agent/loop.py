@@ -41,8 +41,7 @@ from agent.semantic import MEMORY_SEARCH_TOOL, SemanticMemory, format_memories
 logger = logging.getLogger(__name__)
 
 MAX_STEPS_MESSAGE = (
-    "I could not finish this within {steps} reasoning steps, so I stopped here. "
-    "Try asking a narrower question."
+    "I could not finish this within {steps} reasoning steps, so I stopped here. Try asking a narrower question."
 )
 
 
@@ -142,9 +141,7 @@ class Agent:
 
         history = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
         user_msg = Message(role=Role.USER, content=request.message)
-        system = Message(
-            role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message)
-        )
+        system = Message(role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message))
         budget = max(self.context_window - (cfg.max_tokens or 0), 1)
         messages = fit_to_budget(system, history, [user_msg], budget, self.token_counter)
         specs = await self.tool_specs()
@@ -178,8 +175,7 @@ class Agent:
                 yield ToolCallEvent(id=call.id, name=call.name, arguments=call.arguments)
             tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s, user)
             tool_msgs = [
-                Message(role=Role.TOOL, content=r.content, tool_call_id=r.call_id, name=r.name)
-                for r in tool_results
+                Message(role=Role.TOOL, content=r.content, tool_call_id=r.call_id, name=r.name) for r in tool_results
             ]
             pending.extend([call_msg, *tool_msgs])
             messages.extend([call_msg, *tool_msgs])
@@ -192,9 +188,7 @@ class Agent:
         text = MAX_STEPS_MESSAGE.format(steps=cfg.max_steps)
         yield TokenEvent(text=text)
         reply = Message(role=Role.ASSISTANT, content=text)
-        async for event in self._finish(
-            session.id, request, pending, reply, cfg.max_steps, "max_steps", turn
-        ):
+        async for event in self._finish(session.id, request, pending, reply, cfg.max_steps, "max_steps", turn):
             yield event
 
     async def _finish(
@@ -271,9 +265,7 @@ class Agent:
             self.memory.warn("recall", exc)
             return prompt
         # The current session is in the history already; recall the others.
-        hits = [
-            h for h in hits if h.item.session_id != session_id and h.score >= self.config.memory_min_score
-        ]
+        hits = [h for h in hits if h.item.session_id != session_id and h.score >= self.config.memory_min_score]
         hits = hits[: self.config.memory_top_k]
         return f"{prompt}\n\n{format_memories(hits)}" if hits else prompt
 
@@ -293,8 +285,7 @@ class Agent:
             )  # fmt: skip
         hits = await self.memory.recall(user, query, max(1, min(k, 20)))
         payload = [
-            {"text": h.item.text, "score": round(h.score, 3), "created_at": h.item.created_at.isoformat()}
-            for h in hits
+            {"text": h.item.text, "score": round(h.score, 3), "created_at": h.item.created_at.isoformat()} for h in hits
         ]
         return ToolResult(call_id=call.id, name=call.name, content=json.dumps(payload))
 

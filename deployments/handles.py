@@ -104,9 +104,7 @@ class HandleAgentService:
         session: Session = await self._call("get_session", session_id, user_id)
         return session
 
-    async def list_messages(
-        self, session_id: str, user_id: str, limit: int, cursor: str | None
-    ) -> Page[Message]:
+    async def list_messages(self, session_id: str, user_id: str, limit: int, cursor: str | None) -> Page[Message]:
         page: Page[Message] = await self._call("list_messages", session_id, user_id, limit, cursor)
         return page
 

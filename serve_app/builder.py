@@ -77,9 +77,7 @@ def build_app(args: dict[str, Any] | AgentServeArgs | None = None) -> Applicatio
     """
     parsed = AgentServeArgs.model_validate(args or {})
     opts = DEPLOYMENT_OPTIONS
-    tools = serve.deployment(ToolExecutorDeployment, name="ToolExecutor", **opts["ToolExecutor"]).bind(
-        parsed.tools
-    )
+    tools = serve.deployment(ToolExecutorDeployment, name="ToolExecutor", **opts["ToolExecutor"]).bind(parsed.tools)
     embedding = serve.deployment(EmbeddingDeployment, name="Embedding", **opts["Embedding"]).bind(
         parsed.embedding.model_dump()
     )

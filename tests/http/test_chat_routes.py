@@ -20,9 +20,7 @@ async def test_chat_answers_with_the_tool_result(client: httpx.AsyncClient) -> N
 
 async def test_chat_keeps_the_session(client: httpx.AsyncClient) -> None:
     first = (await client.post("/api/chat", json={"message": "one", "user_id": "u1"})).json()
-    second = await client.post(
-        "/api/chat", json={"message": "two", "user_id": "u1", "session_id": first["session_id"]}
-    )
+    second = await client.post("/api/chat", json={"message": "two", "user_id": "u1", "session_id": first["session_id"]})
     assert second.json()["session_id"] == first["session_id"]
 
 
@@ -95,9 +93,7 @@ async def test_unknown_route_and_method_use_the_error_shape(client: httpx.AsyncC
 
 async def test_other_users_session_is_a_404(client: httpx.AsyncClient) -> None:
     mine = (await client.post("/api/chat", json={"message": "hi", "user_id": "alice"})).json()
-    r = await client.post(
-        "/api/chat", json={"message": "hi", "user_id": "bob", "session_id": mine["session_id"]}
-    )
+    r = await client.post("/api/chat", json={"message": "hi", "user_id": "bob", "session_id": mine["session_id"]})
     assert r.status_code == 404 and r.json()["error"]["field"] == "session_id"
 
 

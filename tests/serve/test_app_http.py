@@ -66,9 +66,7 @@ async def test_health(http: httpx.AsyncClient) -> None:
     assert (await http.get("/ready")).status_code == 200
 
 
-async def test_client_disconnect_cancels_the_turn(
-    http: httpx.AsyncClient, scripted_llm: ScriptedLLMServer
-) -> None:
+async def test_client_disconnect_cancels_the_turn(http: httpx.AsyncClient, scripted_llm: ScriptedLLMServer) -> None:
     # 200 tokens 50 ms apart: ten seconds of streaming unless the turn is cancelled
     async with http.stream("POST", "/api/chat/stream", json={"message": "slow: 200"}) as r:
         async for line in r.aiter_lines():

@@ -35,9 +35,7 @@ SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
 @router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
-async def chat(
-    body: ChatRequest, agent: AgentServiceDep, idempotency_key: IdempotencyKey = None
-) -> ChatResponse:
+async def chat(body: ChatRequest, agent: AgentServiceDep, idempotency_key: IdempotencyKey = None) -> ChatResponse:
     """Send a message and get the agent's reply once the turn is done."""
     return await agent.chat(_with_key(body, idempotency_key))
 

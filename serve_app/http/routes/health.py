@@ -29,9 +29,7 @@ async def _checks(request: Request, agent: AgentServiceDep) -> dict[str, CheckRe
             checks = await agent.health()
     except Exception as exc:
         error = "timed out" if isinstance(exc, TimeoutError) else "agent unreachable"
-        checks = {
-            "agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)
-        }
+        checks = {"agent": CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)}
     request.app.state.health_cache = (now, checks)
     return checks
 

@@ -67,9 +67,7 @@ async def test_history_carries_over_within_a_session(scripted_llm: ScriptedLLMSe
 async def test_session_of_another_user_is_not_found(scripted_llm: ScriptedLLMServer) -> None:
     agent = make_agent(scripted_llm)
     first = await agent.chat(ChatRequest(message="hi", user_id="alice"))
-    events = [
-        e async for e in agent.stream(ChatRequest(message="hi", session_id=first.session_id, user_id="bob"))
-    ]
+    events = [e async for e in agent.stream(ChatRequest(message="hi", session_id=first.session_id, user_id="bob"))]
     assert len(events) == 1 and isinstance(events[0], ErrorEvent) and events[0].error_type == "not_found"
 
 
@@ -133,7 +131,7 @@ async def test_context_window_drops_old_history(scripted_llm: ScriptedLLMServer)
         await agent.chat(ChatRequest(message=f"turn {i}", session_id=first.session_id, user_id="u"))
     sent = scripted_llm.app.state.requests[-1]["messages"]
     assert sent[0]["role"] == "system" and sent[-1]["content"] == "turn 2"
-    assert all("a" * 200 != m.get("content") for m in sent)  # the long first turn no longer fits
+    assert all(m.get("content") != "a" * 200 for m in sent)  # the long first turn no longer fits
 
 
 async def test_tool_timeout_reaches_the_llm_as_an_error(scripted_llm: ScriptedLLMServer) -> None:
