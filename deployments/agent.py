@@ -19,6 +19,7 @@ from agent.ports import Page, Session
 from deployments.handles import HandleEmbedder, HandleToolExecutor
 from deployments.streaming import batched
 from memory.factory import build_conversation_store
+from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
 from serve_app.http.services import CheckResult
 from serve_app.settings import Settings
@@ -56,7 +57,11 @@ class AgentDeployment:
         self.embedder = HandleEmbedder(embedder)
         settings = Settings()
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
-        self.store = build_conversation_store(database_url, settings.agentserve_data_dir)
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        self.store = CachedConversationStore(
+            build_conversation_store(database_url, settings.agentserve_data_dir),
+            RedisSessionCache(redis_url) if redis_url else InProcessSessionCache(),
+        )
         self._store_ready = False
         self._setup_lock = asyncio.Lock()
         self.agent = Agent(

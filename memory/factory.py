@@ -36,6 +36,4 @@ def build_conversation_store(database_url: str | None, data_dir: str) -> Convers
         path = "/" + parts.path.lstrip("/")
         if not parts.netloc and not parts.query and path != "/":
             return SqliteConversationStore(path)
-    raise ValueError(
-        "DATABASE_URL must be postgresql://..., postgres://... or sqlite:///<absolute path to a file>"
-    )
+    raise ValueError("DATABASE_URL must be postgresql://..., postgres://... or sqlite:///<absolute path to a file>")

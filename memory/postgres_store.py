@@ -84,9 +84,7 @@ class PostgresConversationStore:
             before it fails with ``StoreUnavailableError``.
     """
 
-    def __init__(
-        self, dsn: str, *, min_size: int = 1, max_size: int = 10, pool_timeout_s: float = 5.0
-    ) -> None:
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, pool_timeout_s: float = 5.0) -> None:
         self._pool = AsyncConnectionPool[Conn](
             dsn,
             connection_class=Conn,
@@ -133,9 +131,7 @@ class PostgresConversationStore:
             for migration in pending(row["v"] if row else None):
                 for statement in migration.postgres:
                     await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,)
-                )
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,))
                 logger.info("conversation store (postgres): applied schema version %d", migration.version)
         self._ready = True
 
@@ -159,9 +155,7 @@ class PostgresConversationStore:
 
     async def get_or_create_session(self, session_id: str | None, user_id: str) -> Session:
         async with self._connection() as conn:
-            row = (
-                await (await conn.execute(_SELECT_SESSION, (session_id,))).fetchone() if session_id else None
-            )
+            row = await (await conn.execute(_SELECT_SESSION, (session_id,))).fetchone() if session_id else None
             if row is None:
                 session_id = session_id or new_id("ses")
                 now = utcnow()
@@ -193,9 +187,7 @@ class PostgresConversationStore:
 
     async def delete_session(self, session_id: str, user_id: str) -> None:
         async with self._connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM sessions WHERE id = %s AND user_id = %s", (session_id, user_id)
-            )
+            cur = await conn.execute("DELETE FROM sessions WHERE id = %s AND user_id = %s", (session_id, user_id))
             if cur.rowcount == 0:
                 raise codec.session_not_found(session_id)
 

@@ -225,9 +225,7 @@ class SqliteConversationStore:
             if after is None:
                 return conn.execute(_LIST_SESSIONS, (user_id, limit + 1)).fetchall()
             stamp, last_id = after
-            return conn.execute(
-                _LIST_SESSIONS_AFTER, (user_id, codec.ts_text(stamp), last_id, limit + 1)
-            ).fetchall()
+            return conn.execute(_LIST_SESSIONS_AFTER, (user_id, codec.ts_text(stamp), last_id, limit + 1)).fetchall()
 
         rows = await self._run(query)
         items = [_session(r) for r in rows[:limit]]
@@ -271,9 +269,7 @@ class SqliteConversationStore:
         await self._run(lambda conn: self._append(conn, session_id, messages, turn))
 
     @staticmethod
-    def _append(
-        conn: sqlite3.Connection, session_id: str, messages: list[Message], turn: TurnRecord | None
-    ) -> None:
+    def _append(conn: sqlite3.Connection, session_id: str, messages: list[Message], turn: TurnRecord | None) -> None:
         now = codec.ts_text(utcnow())
         with _write(conn):
             cur = conn.execute(

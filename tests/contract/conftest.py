@@ -47,9 +47,7 @@ def _with_db(dsn: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> str:
     """A DSN of a role allowed to create databases, connected to a maintenance database."""
-    candidates = (
-        [os.environ["TEST_POSTGRES_ADMIN_DSN"]] if os.environ.get("TEST_POSTGRES_ADMIN_DSN") else ADMIN_DSNS
-    )
+    candidates = [os.environ["TEST_POSTGRES_ADMIN_DSN"]] if os.environ.get("TEST_POSTGRES_ADMIN_DSN") else ADMIN_DSNS
     errors = []
     for dsn in candidates:
         try:

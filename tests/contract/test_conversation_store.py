@@ -273,9 +273,7 @@ async def test_sqlite_four_processes_append_to_one_file_at_once(tmp_path: Path) 
     store = SqliteConversationStore(path)
     s = await store.get_or_create_session(None, "alice")
     barrier = SPAWN.Barrier(4)
-    await asyncio.to_thread(
-        _run_processes, _append_in_process, [(path, s.id, w, 50, barrier) for w in range(4)]
-    )
+    await asyncio.to_thread(_run_processes, _append_in_process, [(path, s.id, w, 50, barrier) for w in range(4)])
     got = [m.content or "" for m in await store.history(s.id, 1000)]
     assert len(got) == 200 and len(set(got)) == 200
     for w in range(4):  # each process's messages in the order it wrote them
@@ -296,9 +294,7 @@ async def test_sqlite_uses_wal_and_creates_the_parent_directory(tmp_path: Path) 
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh_db(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> tuple[str, Callable[[str], list[tuple[object, ...]]]]:
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Callable[[str], list[tuple[object, ...]]]]:
     """(DATABASE_URL of an empty database, a function running SQL on it)."""
     if request.param == "sqlite":
         path = tmp_path / "fresh.db"
@@ -427,8 +423,7 @@ async def test_postgres_replaces_connections_the_server_dropped(fresh_pg_dsn: st
     dbname = psycopg.conninfo.conninfo_to_dict(fresh_pg_dsn)["dbname"]
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (dbname,),
         )
     for _ in range(3):  # every pooled connection was dropped, yet no call fails
