@@ -73,18 +73,12 @@ async def serve(a: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8200)
-    parser.add_argument(
-        "--llm-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1"
-    )
+    parser.add_argument("--llm-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1")
     parser.add_argument("--model", default="scripted")
-    parser.add_argument(
-        "--database-url", help="as DATABASE_URL (sqlite:///<path>, postgresql://...), or 'memory'"
-    )
+    parser.add_argument("--database-url", help="as DATABASE_URL (sqlite:///<path>, postgresql://...), or 'memory'")
     uvloop.run(serve(parser.parse_args()))
 
 

@@ -138,9 +138,7 @@ def run_wrk(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", f"--timeout={timeout_s:g}s"]
-    proc = subprocess.Popen(
-        [*cmd, "-s", f.name, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen([*cmd, "-s", f.name, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out = proc.stdout.read() if proc.stdout else ""
         # NOTE: wait4 (not proc.wait) so we get wrk's own CPU time, whatever else we have spawned.
@@ -175,9 +173,7 @@ def run_wrk(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
     parser.add_argument("-c", "--connections", type=int, default=32)
     parser.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")

@@ -171,17 +171,13 @@ def report(results: dict[str, Any], conc: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seq-s", type=float, default=8, help="seconds at concurrency 1")
     parser.add_argument("--conc-s", type=float, default=10, help="seconds at --concurrency")
     parser.add_argument("--warmup-s", type=float, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "turn_latency.json")
-    parser.add_argument(
-        "--serve-env", action="append", default=[], metavar="KEY=VALUE", help="for Ray's processes"
-    )
+    parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE", help="for Ray's processes")
     a = parser.parse_args()
 
     require_wrk()
@@ -208,14 +204,8 @@ def main() -> None:
         started.append(llm)
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
         wait_http(f"{llm_url}/models", llm)
-        db = f"sqlite:///{data}/baseline.db"
-        baseline = start(
-            "baseline",
-            "bench.baseline",
-            f"--port={base_port}",
-            f"--llm-url={llm_url}",
-            f"--database-url={db}",
-        )
+        db = f"--database-url=sqlite:///{data}/baseline.db"
+        baseline = start("baseline", "bench.baseline", f"--port={base_port}", f"--llm-url={llm_url}", db)
         started.append(baseline)
         base_url = f"http://127.0.0.1:{base_port}"
         wait_http(f"{base_url}/live", baseline)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -63,7 +62,6 @@ class AgentDeployment:
             RedisSessionCache(redis_url) if redis_url else InProcessSessionCache(),
         )
         self._store_ready = False
-        self._setup_lock = asyncio.Lock()
         self.agent = Agent(
             self.llm, self.tools, self.store, self.args.agent, context_window=self.args.llm.context_window
         )
@@ -72,10 +70,10 @@ class AgentDeployment:
         """Apply migrations once per replica; retried on the next call if the database was down."""
         if self._store_ready:
             return
-        async with self._setup_lock:
-            if not self._store_ready:
-                await self.store.setup()
-                self._store_ready = True
+        # NOTE: no lock here: concurrent first calls share one attempt inside the
+        # store, so during an outage each waits one pool timeout, not N of them.
+        await self.store.setup()
+        self._store_ready = True
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply live settings (system prompt, temperature, max_steps, ...) without a restart."""

@@ -255,27 +255,16 @@ class LanceVectorMemory:
             if not create:
                 return None
             async with self._create_lock:
-                table = await self._create(name)
+                try:
+                    table = await self._db.create_table(name, schema=self._schema, exist_ok=True)
+                except Exception:  # NOTE: another replica may have created it since our open.
+                    table = await self._db.open_table(name)
         self._tables[name] = table
         return table
-
-    async def _create(self, name: str) -> AsyncTable:
-        assert self._db is not None
-        try:
-            return await self._db.create_table(name, schema=self._schema, exist_ok=True)
-        except Exception:
-            # NOTE: another replica may have created it between our open and create.
-            return await self._db.open_table(name)
 
     @staticmethod
     async def _has_vector_index(table: AsyncTable) -> bool:
         return any(list(ix.columns) == ["vector"] for ix in await table.list_indices())
-
-    async def _has_vector_index_safe(self, table: AsyncTable) -> bool:
-        try:
-            return await self._has_vector_index(table)
-        except Exception:
-            return False
 
     async def _after_write(self, table: AsyncTable) -> None:
         """Start the index build or an optimize run when one is due (never fails the write)."""
@@ -306,12 +295,10 @@ class LanceVectorMemory:
                     # replace=False: when another replica built it first, this fails instead of redoing it.
                     await table.create_index("vector", config=config, replace=False)
                     log.info("vector memory: indexed %s in %.1f s", table.name, time.monotonic() - started)
-                self._indexed.add(table.name)
-            except Exception as exc:
-                if await self._has_vector_index_safe(table):
-                    self._indexed.add(table.name)
-                else:  # retried after a later write
-                    log.warning("vector memory: index build on %s failed: %s", table.name, exc)
+            except Exception as exc:  # tried again after a later write (which then finds a rival's index)
+                log.warning("vector memory: index build on %s failed: %s", table.name, exc)
+                return
+            self._indexed.add(table.name)
 
     async def _optimize(self, table: AsyncTable) -> None:
         async with self._maintenance:

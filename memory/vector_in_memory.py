@@ -114,10 +114,10 @@ class InMemoryVectorMemory:
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
         check_k(k)
+        query = as_matrix([vector], self._dim)[0]
         mine = self._users.get(user_id)
         if mine is None or not mine.items:
             return []
-        query = as_matrix([vector], self._dim)[0]
         scores = mine.vectors @ query
         top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
         top = top[np.argsort(-scores[top], kind="stable")]

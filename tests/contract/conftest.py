@@ -94,7 +94,7 @@ def fresh_pg_dsn(make_pg_database: Callable[[], str]) -> str:
 
 def pg_fetch(dsn: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        cur = conn.execute(query)  # type: ignore[arg-type]
+        cur = conn.execute(query)
         return cur.fetchall() if cur.description else []
 
 

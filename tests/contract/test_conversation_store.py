@@ -7,7 +7,7 @@ import multiprocessing
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -65,7 +65,7 @@ async def test_session_with_a_chosen_id_is_created_once(store: ConversationStore
 async def test_another_users_session_is_not_found_like_a_missing_one(store: ConversationStore) -> None:
     s = await store.get_or_create_session(None, "alice")
     await store.append(s.id, [user("secret")])
-    calls = {
+    calls: dict[str, Callable[[str], Awaitable[object]]] = {
         "get_or_create": lambda sid: store.get_or_create_session(sid, "mallory"),
         "get": lambda sid: store.get_session(sid, "mallory"),
         "delete": lambda sid: store.delete_session(sid, "mallory"),
@@ -396,7 +396,7 @@ async def test_postgres_store_works_once_the_database_appears_after_a_failed_set
     pg_admin_dsn: str, make_pg_database: Callable[[], str]
 ) -> None:
     dsn = make_pg_database()
-    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    name = str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
     store = PostgresConversationStore(dsn, pool_timeout_s=0.5)

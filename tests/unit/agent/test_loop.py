@@ -164,8 +164,11 @@ async def test_closing_the_stream_cancels_the_turn(scripted_llm: ScriptedLLMServ
     first = await anext(stream)
     assert first.type == "token"
     await stream.aclose()
-    await asyncio.sleep(0.3)
     state = scripted_llm.app.state
+    for _ in range(100):  # the server notices the closed connection asynchronously
+        if state.aborted:
+            break
+        await asyncio.sleep(0.05)
     assert len(state.requests) == 1
     assert state.aborted == [state.requests[0]["id"]] and state.finished == []
 

@@ -1,0 +1,286 @@
+"""The VectorMemory contract, run on the numpy fake and on LanceDB, then LanceDB's index duties."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from agent.errors import InvalidRequestError, NotFoundError, StoreUnavailableError
+from agent.ports import MemoryItem, VectorMemory
+from memory.lance_memory import LanceVectorMemory, table_name
+from memory.vector_in_memory import DIM, InMemoryVectorMemory
+
+Vectors = npt.NDArray[np.float32]
+
+
+def unit_rows(x: npt.NDArray[np.float64]) -> Vectors:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_vectors(n: int, seed: int = 0) -> Vectors:
+    return unit_rows(np.random.default_rng(seed).normal(size=(n, DIM)))
+
+
+def clustered_vectors(n: int, centres: Vectors, seed: int, spread: float = 1.0) -> Vectors:
+    """``n`` points around the ``centres`` (cosine ~0.5 within a cluster)."""
+    rng = np.random.default_rng(seed)
+    noise = spread * rng.normal(size=(n, DIM)) / np.sqrt(DIM)
+    return unit_rows(centres[rng.integers(0, len(centres), n)] + noise)
+
+
+def near(v: Vectors, seed: int, spread: float = 0.3) -> list[float]:
+    """A query close to ``v`` (cosine ~0.9)."""
+    noise = spread * np.random.default_rng(seed).normal(size=(1, DIM)) / np.sqrt(DIM)
+    return [float(x) for x in unit_rows(v[None, :] + noise)[0]]
+
+
+def items_for(user_id: str, n: int, prefix: str = "m", session_id: str | None = "s1") -> list[MemoryItem]:
+    return [
+        MemoryItem(id=f"{prefix}{i}", user_id=user_id, session_id=session_id, text=f"{prefix} text {i}")
+        for i in range(n)
+    ]
+
+
+def as_lists(v: Vectors) -> list[list[float]]:
+    return [[float(x) for x in row] for row in v]
+
+
+@pytest.fixture(params=["in_memory", "lance"])
+async def memory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorMemory]:
+    """Each implementation in turn, set up and empty."""
+    made: InMemoryVectorMemory | LanceVectorMemory
+    made = InMemoryVectorMemory() if request.param == "in_memory" else LanceVectorMemory(str(tmp_path / "lance"))
+    await made.setup()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.fixture
+async def lance(tmp_path: Path) -> AsyncIterator[LanceVectorMemory]:
+    made = LanceVectorMemory(str(tmp_path / "lance"), index_threshold=300)
+    await made.setup()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+# ---------------------------------------------------------------- the contract
+
+
+async def test_search_returns_the_closest_first_with_cosine_scores(memory: VectorMemory) -> None:
+    assert isinstance(memory, VectorMemory)
+    vectors = random_vectors(50)
+    stored = items_for("alice", 50)
+    stored[7] = stored[7].model_copy(update={"kind": "note", "created_at": datetime(2026, 1, 2, 3, 4, 5, 6, UTC)})
+    await memory.add(stored, as_lists(vectors))
+
+    query = near(vectors[7], seed=1)
+    hits = await memory.search("alice", query, k=10)
+
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].item == stored[7]
+    assert all(-1.0 <= h.score <= 1.0 for h in hits)
+    exact = vectors @ np.asarray(query, dtype=np.float32)
+    for h in hits:
+        assert h.score == pytest.approx(float(exact[int(h.item.id[1:])]), abs=1e-3)
+    assert hits[0].score > 0.8 and hits[-1].score < 0.3
+
+
+async def test_k_is_respected(memory: VectorMemory) -> None:
+    vectors = random_vectors(20)
+    await memory.add(items_for("alice", 20), as_lists(vectors))
+    assert len(await memory.search("alice", as_lists(vectors)[0], k=5)) == 5
+    assert len(await memory.search("alice", as_lists(vectors)[0], k=1)) == 1
+    assert len(await memory.search("alice", as_lists(vectors)[0], k=100)) == 20
+    with pytest.raises(InvalidRequestError):
+        await memory.search("alice", as_lists(vectors)[0], k=0)
+
+
+async def test_an_unknown_user_has_nothing(memory: VectorMemory) -> None:
+    assert await memory.search("nobody", as_lists(random_vectors(1))[0], k=5) == []
+    assert await memory.count("nobody") == 0
+    assert await memory.delete_session("nobody", "s1") == 0
+    with pytest.raises(NotFoundError):
+        await memory.delete("nobody", "m1")
+    await memory.add([], [])
+    assert await memory.count("nobody") == 0
+
+
+async def test_users_are_isolated(memory: VectorMemory) -> None:
+    vectors = random_vectors(30)
+    await memory.add(items_for("alice", 20, "a"), as_lists(vectors[:20]))
+    # bob's items sit right next to alice's, and one has the same id as one of hers
+    await memory.add(
+        items_for("bob", 10, "b") + items_for("bob", 1, "a"), [*as_lists(vectors[20:]), near(vectors[0], 2)]
+    )
+
+    hits = await memory.search("bob", as_lists(vectors)[0], k=50)
+    assert len(hits) == 11 and {h.item.user_id for h in hits} == {"bob"}
+    assert all(h.item.user_id == "alice" for h in await memory.search("alice", as_lists(vectors)[25], k=50))
+    assert (await memory.count("alice"), await memory.count("bob")) == (20, 11)
+
+    with pytest.raises(NotFoundError):
+        await memory.delete("bob", "a5")
+    assert await memory.delete_session("bob", "s1") == 11
+    assert await memory.count("alice") == 20
+    assert "a5" in {h.item.id for h in await memory.search("alice", as_lists(vectors)[5], k=1)}
+
+
+async def test_delete_removes_one_item(memory: VectorMemory) -> None:
+    vectors = random_vectors(10)
+    await memory.add(items_for("alice", 10), as_lists(vectors))
+    await memory.delete("alice", "m3")
+    assert await memory.count("alice") == 9
+    assert "m3" not in {h.item.id for h in await memory.search("alice", as_lists(vectors)[3], k=10)}
+    with pytest.raises(NotFoundError):
+        await memory.delete("alice", "m3")
+    with pytest.raises(NotFoundError):
+        await memory.delete("alice", "never")
+
+
+async def test_delete_session_removes_only_that_sessions_items(memory: VectorMemory) -> None:
+    vectors = random_vectors(12)
+    batch = items_for("alice", 5, "x", "s1") + items_for("alice", 4, "y", "s2") + items_for("alice", 3, "z", None)
+    await memory.add(batch, as_lists(vectors))
+    await memory.add(items_for("bob", 2, "x", "s1"), as_lists(vectors[:2]))
+
+    assert await memory.delete_session("alice", "s1") == 5
+    assert await memory.delete_session("alice", "s1") == 0
+    left = await memory.search("alice", as_lists(vectors)[0], k=20)
+    assert sorted(h.item.id for h in left) == sorted([f"y{i}" for i in range(4)] + [f"z{i}" for i in range(3)])
+    assert await memory.count("bob") == 2
+
+
+async def test_adding_an_existing_id_replaces_the_item(memory: VectorMemory) -> None:
+    vectors = random_vectors(4)
+    await memory.add(items_for("alice", 3), as_lists(vectors[:3]))
+    changed = MemoryItem(id="m1", user_id="alice", session_id="s9", kind="note", text="changed")
+    await memory.add([changed], as_lists(vectors[3:]))
+    assert await memory.count("alice") == 3
+    hits = await memory.search("alice", as_lists(vectors)[3], k=1)
+    assert hits[0].item == changed and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("user_id", ["org:team.x-1", "o'brien", "a' OR '1'='1", "ünï 😀", ""])
+async def test_any_user_id_and_item_id_is_just_data(memory: VectorMemory, user_id: str) -> None:
+    vectors = random_vectors(3)
+    odd = [MemoryItem(id=i, user_id=user_id, session_id=i, text=i) for i in ["it's", "x' OR 1=1 --", 'q"\\']]
+    await memory.add(odd, as_lists(vectors))
+    await memory.add(items_for("other", 2), as_lists(vectors[:2]))
+    assert {h.item.id for h in await memory.search(user_id, as_lists(vectors)[0], k=5)} == {i.id for i in odd}
+    await memory.delete(user_id, "it's")
+    assert await memory.delete_session(user_id, "x' OR 1=1 --") == 1
+    assert await memory.count(user_id) == 1
+    assert await memory.count("other") == 2
+
+
+async def test_malformed_vectors_are_refused(memory: VectorMemory) -> None:
+    with pytest.raises(ValueError):
+        await memory.add(items_for("alice", 2), as_lists(random_vectors(1)))
+    with pytest.raises(ValueError):
+        await memory.add(items_for("alice", 1), [[0.1] * (DIM - 1)])
+    with pytest.raises(ValueError):
+        await memory.add(items_for("alice", 1), [[0.0] * DIM])
+    with pytest.raises(ValueError):
+        await memory.search("alice", [0.1] * 3, k=1)
+    assert await memory.count("alice") == 0
+
+
+# ---------------------------------------------------------------- LanceDB's own duties
+
+
+def test_table_names_are_safe_and_distinct() -> None:
+    names = {table_name(u) for u in ["alice", "Alice", "a:b.c-d", "../etc", "", "o'brien"]}
+    assert len(names) == 6 and all(re.fullmatch(r"u_[0-9a-f]{32}", n) for n in names)
+
+
+async def test_the_index_is_built_once_past_the_threshold_with_exact_like_recall(
+    lance: LanceVectorMemory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="memory.lance_memory")
+    exact = InMemoryVectorMemory()
+    centres = random_vectors(20, seed=2)
+    data = clustered_vectors(1000, centres, seed=3)
+    stored = items_for("alice", 1000)
+    for start in range(0, 1000, 250):  # the build starts after the 2nd batch, during the later ones
+        batch = stored[start : start + 250], as_lists(data[start : start + 250])
+        await lance.add(*batch)
+        await exact.add(*batch)
+    await lance.wait_background()
+    assert await lance.has_index("alice")
+    assert not await lance.has_index("bob")
+
+    queries = clustered_vectors(50, centres, seed=4)
+    recalls = []
+    for q in as_lists(queries):
+        got = {h.item.id for h in await lance.search("alice", q, k=10)}
+        want = {h.item.id for h in await exact.search("alice", q, k=10)}
+        recalls.append(len(got & want) / 10)
+    assert np.mean(recalls) >= 0.95
+
+    # rows added after the build are not in the index, and are still found
+    late = random_vectors(20, seed=5)
+    await lance.add(items_for("alice", 20, "late"), as_lists(late))
+    db = await lancedb.connect_async(str(tmp_path / "lance"))
+    stats = await (await db.open_table(table_name("alice"))).index_stats("vector_idx")
+    assert stats is not None and stats.num_unindexed_rows >= 20
+    for i in range(20):
+        hits = await lance.search("alice", near(late[i], seed=i), k=3)
+        assert hits[0].item.id == f"late{i}"
+    await lance.wait_background()
+    assert sum("indexed u_" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_another_replica_sees_the_writes_and_the_index(
+    lance: LanceVectorMemory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="memory.lance_memory")
+    data = clustered_vectors(400, random_vectors(8, seed=1), seed=6)
+    await lance.add(items_for("alice", 400), as_lists(data))
+    await lance.wait_background()
+    other = LanceVectorMemory(str(tmp_path / "lance"), index_threshold=300)
+    await other.setup()
+    try:
+        assert await other.count("alice") == 400 and await other.has_index("alice")
+        await other.add(items_for("alice", 1, "new"), as_lists(random_vectors(1, seed=7)))
+        await other.wait_background()
+        assert await lance.count("alice") == 401
+        assert (await lance.search("alice", as_lists(random_vectors(1, seed=7))[0], k=1))[0].item.id == "new0"
+    finally:
+        await other.close()
+    assert sum("indexed u_" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_lancedb_failures_are_store_unavailable(tmp_path: Path) -> None:
+    not_set_up = LanceVectorMemory(str(tmp_path / "x"))
+    with pytest.raises(StoreUnavailableError):
+        await not_set_up.count("alice")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreUnavailableError) as caught:
+        await LanceVectorMemory(str(blocker / "lance")).setup()
+    assert caught.value.message == "vector memory unavailable (connect failed)"
+
+    gone = LanceVectorMemory(str(tmp_path / "gone"))
+    await gone.setup()
+    try:
+        await gone.add(items_for("alice", 1), as_lists(random_vectors(1)))
+        shutil.rmtree(tmp_path / "gone")
+        (tmp_path / "gone").write_text("not a directory")
+        with pytest.raises(StoreUnavailableError) as caught:
+            await gone.add(items_for("alice", 1, "n"), as_lists(random_vectors(1)))
+        assert caught.value.message == "vector memory unavailable (add failed)"
+    finally:
+        await gone.close()
