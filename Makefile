@@ -28,7 +28,7 @@ test: $(STAMP)
 	bash scripts/test.sh
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not serve and not localmodel"
+	$(BIN)/pytest -q tests/unit tests/http -m "not localmodel"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports

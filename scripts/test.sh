@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command (`make test`, and CI's .ci/run): lint, types, import contracts,
-# the fast tier (no Ray, no servers), then the Serve tier (one Ray cluster).
+# then the tiers: fast (no Ray, no servers), contract (the stores on the real
+# SQLite, PostgreSQL, Redis and LanceDB), serve (one Ray cluster) with the
+# bundled-model tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -24,5 +26,7 @@ fi
 echo "==> ruff";        $BIN/ruff check . && $BIN/ruff format --check .
 echo "==> mypy";        $BIN/mypy
 echo "==> lint-imports"; $BIN/lint-imports
-echo "==> fast tier";   $BIN/pytest -q -m "not serve and not localmodel" -p no:cacheprovider
-echo "==> serve tier";  $BIN/pytest -q -m "serve or localmodel" -p no:cacheprovider
+PYTEST="$BIN/pytest -q -p no:cacheprovider"
+echo "==> fast tier";     $PYTEST tests/unit tests/http -m "not localmodel"
+echo "==> contract tier"; $PYTEST tests/contract
+echo "==> serve tier";    $PYTEST tests/serve tests/unit -m "serve or localmodel"
