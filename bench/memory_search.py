@@ -46,7 +46,8 @@ Vectors = npt.NDArray[np.float32]
 
 
 def unit_rows(x: npt.NDArray[np.float64]) -> Vectors:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    unit: Vectors = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return unit
 
 
 def clustered(n: int, n_queries: int, seed: int) -> tuple[Vectors, Vectors]:

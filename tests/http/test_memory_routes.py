@@ -1,0 +1,78 @@
+"""Memory routes and recall across sessions, in-process (fake embedder, exact vector search)."""
+
+from __future__ import annotations
+
+import httpx
+
+from serve_app.scripted_llm import ScriptedLLMServer
+
+
+async def test_add_search_delete(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/memory", json={"text": "my dog is called Biscuit", "user_id": "alice"})
+    assert r.status_code == 201
+    item = r.json()
+    assert item["kind"] == "note" and item["user_id"] == "alice"
+    await client.post("/api/memory", json={"text": "I work on tax software", "user_id": "alice"})
+    hits = (await client.get("/api/memory/search", params={"q": "what is my dog called", "user_id": "alice"})).json()
+    assert hits[0]["item"]["id"] == item["id"] and hits[0]["score"] > hits[1]["score"]
+    assert (await client.delete(f"/api/memory/{item['id']}", params={"user_id": "alice"})).status_code == 204
+    hits = (await client.get("/api/memory/search", params={"q": "dog Biscuit", "user_id": "alice"})).json()
+    assert item["id"] not in [h["item"]["id"] for h in hits]
+
+
+async def test_memories_are_per_user(client: httpx.AsyncClient) -> None:
+    item = (await client.post("/api/memory", json={"text": "alice's secret plan", "user_id": "alice"})).json()
+    hits = (await client.get("/api/memory/search", params={"q": "secret plan", "user_id": "bob"})).json()
+    assert hits == []
+    r = await client.delete(f"/api/memory/{item['id']}", params={"user_id": "bob"})
+    missing = await client.delete("/api/memory/mem_nope", params={"user_id": "bob"})
+    assert r.status_code == missing.status_code == 404
+    hits = (await client.get("/api/memory/search", params={"q": "secret plan", "user_id": "alice"})).json()
+    assert [h["item"]["id"] for h in hits] == [item["id"]]
+
+
+async def test_memory_validation(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/memory", json={"text": ""})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "text"
+    r = await client.get("/api/memory/search", params={"q": "x", "k": 0})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "k"
+    r = await client.get("/api/memory/search")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "q"
+
+
+async def test_an_earlier_session_is_recalled_in_a_new_one(
+    client: httpx.AsyncClient, scripted_llm: ScriptedLLMServer
+) -> None:
+    await client.post("/api/chat", json={"message": "my favourite colour is teal", "user_id": "carol"})
+    await client.post("/api/chat", json={"message": "what is my favourite colour", "user_id": "carol"})
+    system = scripted_llm.app.state.requests[-1]["messages"][0]["content"]
+    assert "my favourite colour is teal" in system
+    # another user's memories never appear
+    await client.post("/api/chat", json={"message": "what is my favourite colour", "user_id": "dave"})
+    assert "teal" not in scripted_llm.app.state.requests[-1]["messages"][0]["content"]
+
+
+async def test_deleting_a_session_forgets_its_memories(client: httpx.AsyncClient) -> None:
+    sid = (await client.post("/api/chat", json={"message": "remember pineapples", "user_id": "erin"})).json()[
+        "session_id"
+    ]
+    assert (await client.get("/api/memory/search", params={"q": "pineapples", "user_id": "erin"})).json()
+    assert (await client.delete(f"/api/sessions/{sid}", params={"user_id": "erin"})).status_code == 204
+    assert (await client.get("/api/memory/search", params={"q": "pineapples", "user_id": "erin"})).json() == []
+
+
+async def test_memory_search_tool_is_offered_and_scoped(
+    client: httpx.AsyncClient, scripted_llm: ScriptedLLMServer
+) -> None:
+    await client.post("/api/memory", json={"text": "flight to Lisbon on May 3", "user_id": "fay"})
+    r = await client.post(
+        "/api/chat", json={"message": 'tool: memory_search {"query": "Lisbon flight"}', "user_id": "fay"}
+    )
+    call = r.json()["tool_calls"][0]
+    assert call["name"] == "memory_search" and "Lisbon" in call["result"]
+    tools = [t["function"]["name"] for t in scripted_llm.app.state.requests[0]["tools"]]
+    assert "memory_search" in tools
+    r = await client.post(
+        "/api/chat", json={"message": 'tool: memory_search {"query": "Lisbon flight"}', "user_id": "gus"}
+    )
+    assert "Lisbon" not in r.json()["tool_calls"][0]["result"]
