@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +15,12 @@ from agent.errors import AgentError
 from agent.events import AgentEvent, ErrorEvent
 from agent.llm import OpenAILLMClient
 from agent.loop import Agent
-from agent.ports import Page, Session
+from agent.ports import MemoryHit, MemoryItem, Page, Session
+from agent.semantic import SemanticMemory
 from deployments.handles import HandleEmbedder, HandleToolExecutor
 from deployments.streaming import batched
 from memory.factory import build_conversation_store
+from memory.lance_memory import LanceVectorMemory
 from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
 from serve_app.http.services import CheckResult
@@ -62,8 +65,15 @@ class AgentDeployment:
             RedisSessionCache(redis_url) if redis_url else InProcessSessionCache(),
         )
         self._store_ready = False
+        lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
+        self.memory = SemanticMemory(self.embedder, LanceVectorMemory(lance_uri))
         self.agent = Agent(
-            self.llm, self.tools, self.store, self.args.agent, context_window=self.args.llm.context_window
+            self.llm,
+            self.tools,
+            self.store,
+            self.args.agent,
+            context_window=self.args.llm.context_window,
+            memory=self.memory,
         )
 
     async def _ready(self) -> None:
@@ -73,6 +83,7 @@ class AgentDeployment:
         # NOTE: no lock here: concurrent first calls share one attempt inside the
         # store, so during an outage each waits one pool timeout, not N of them.
         await self.store.setup()
+        await self.memory.store.setup()
         self._store_ready = True
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -118,6 +129,19 @@ class AgentDeployment:
     async def delete_session(self, session_id: str, user_id: str) -> None:
         await self._ready()
         await self.store.delete_session(session_id, user_id)
+        await self.memory.forget_session(user_id, session_id)
+
+    async def add_memory(self, user_id: str, text: str, session_id: str | None = None) -> MemoryItem:
+        await self._ready()
+        return await self.memory.remember(user_id, text, session_id, kind="note")
+
+    async def search_memory(self, user_id: str, query: str, k: int = 5) -> list[MemoryHit]:
+        await self._ready()
+        return await self.memory.recall(user_id, query, k)
+
+    async def delete_memory(self, user_id: str, memory_id: str) -> None:
+        await self._ready()
+        await self.memory.forget(user_id, memory_id)
 
     async def list_tools(self) -> list[ToolSpec]:
         return await self.agent.tool_specs()

@@ -26,3 +26,4 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     agentserve_data_dir: str = str(Path.home() / ".agentserve")
+    lancedb_uri: str | None = None  # default: <AGENTSERVE_DATA_DIR>/lancedb

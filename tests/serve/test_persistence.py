@@ -55,3 +55,26 @@ async def test_isolation_and_idempotency_over_http(http: httpx.AsyncClient) -> N
     assert sid in [s["id"] for s in (await http.get("/api/sessions", params={"user_id": "alice"})).json()["items"]]
     assert (await http.delete(f"/api/sessions/{sid}", params={"user_id": "bob"})).status_code == 404
     assert (await http.delete(f"/api/sessions/{sid}", params={"user_id": "alice"})).status_code == 204
+
+
+async def test_memory_from_an_earlier_session_is_recalled(
+    http: httpx.AsyncClient, scripted_llm: ScriptedLLMServer
+) -> None:
+    """Real MiniLM embeddings through the Embedding deployment, LanceDB on disk."""
+    await http.post("/api/chat", json={"message": "My sister Maria lives in Porto.", "user_id": "mem1"})
+    await http.post("/api/chat", json={"message": "Where does my sister live?", "user_id": "mem1"})
+    system = scripted_llm.app.state.requests[-1]["messages"][0]["content"]
+    assert "My sister Maria lives in Porto." in system
+    await http.post("/api/chat", json={"message": "Where does my sister live?", "user_id": "mem2"})
+    assert "Porto" not in scripted_llm.app.state.requests[-1]["messages"][0]["content"]
+
+
+async def test_memory_api_over_http(http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/memory", json={"text": "The wifi password is on the fridge.", "user_id": "m3"})
+    assert r.status_code == 201, r.text
+    item = r.json()
+    hits = (await http.get("/api/memory/search", params={"q": "where is the wifi password", "user_id": "m3"})).json()
+    assert hits[0]["item"]["id"] == item["id"] and hits[0]["score"] > 0.5
+    assert (await http.get("/api/memory/search", params={"q": "wifi password", "user_id": "m4"})).json() == []
+    assert (await http.delete(f"/api/memory/{item['id']}", params={"user_id": "m4"})).status_code == 404
+    assert (await http.delete(f"/api/memory/{item['id']}", params={"user_id": "m3"})).status_code == 204
