@@ -1,10 +1,12 @@
 """The baseline: the same agent core served by one plain FastAPI + uvicorn process.
 
 This is the single-process architecture of the article the project grew from:
-one event loop runs the HTTP layer, the reasoning loop, the tools and the
-conversation store; the only other process is the LLM. The store is chosen as
-the Serve app chooses it (``DATABASE_URL``, else SQLite in ``AGENTSERVE_DATA_DIR``),
-so both stacks do the same work per turn.
+one event loop runs the HTTP layer, the reasoning loop, the tools, the
+conversation store and the semantic memory (the embedding model runs in a worker
+thread of the same process); the only other process is the LLM. The parts are
+the ones ``AgentDeployment`` builds, chosen by the same settings (``DATABASE_URL``,
+``REDIS_URL``, ``LANCEDB_URI``, ``AGENTSERVE_DATA_DIR``), with in-process objects
+where the Serve app has handles, so both stacks do the same work per turn.
 
 Run it with ``python -m bench.baseline --port 8200 --llm-url http://127.0.0.1:8100/v1``.
 """
@@ -12,6 +14,8 @@ Run it with ``python -m bench.baseline --port 8200 --llm-url http://127.0.0.1:81
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 import uvicorn
 import uvloop
@@ -19,9 +23,11 @@ from fastapi import FastAPI
 
 from agent.llm import LLMEndpoint, OpenAILLMClient
 from agent.loop import Agent
-from agent.ports import ConversationStore
+from agent.semantic import SemanticMemory
+from memory.embedder import SentenceTransformerEmbedder
 from memory.factory import build_conversation_store
-from memory.in_memory import InMemoryConversationStore
+from memory.lance_memory import LanceVectorMemory
+from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
 from serve_app.http.app import create_app
 from serve_app.inprocess import InProcessAgentService
@@ -29,47 +35,42 @@ from serve_app.settings import Settings
 from tools import build_registry
 
 
-def build_store(database_url: str | None) -> ConversationStore:
-    """``memory`` for the in-process store; otherwise what the Agent deployment would build."""
-    if database_url == "memory":
-        return InMemoryConversationStore()
-    settings = Settings()
-    if database_url is None and settings.database_url is not None:
-        database_url = settings.database_url.get_secret_value()
-    return build_conversation_store(database_url, settings.agentserve_data_dir)
-
-
-def build_baseline_app(llm_url: str, store: ConversationStore, model: str = "scripted") -> FastAPI:
-    """The HTTP app over an in-process agent, with the Serve app's default args.
+def build_agent(llm_url: str, args: AgentServeArgs, settings: Settings) -> Agent:
+    """What ``AgentDeployment.__init__`` builds, in-process (keep the two in step).
 
     Args:
         llm_url: The OpenAI-compatible base URL (ending in ``/v1``).
-        store: The conversation store; set up by the caller.
-        model: The model name to ask for.
+        args: The Serve application's args (only ``agent`` and ``llm.context_window`` are used).
+        settings: Where the stores live.
     """
-    args = AgentServeArgs()
-    llm = OpenAILLMClient(LLMEndpoint(base_url=llm_url, model=model, max_retries=0))
+    database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    store = CachedConversationStore(
+        build_conversation_store(database_url, settings.agentserve_data_dir),
+        RedisSessionCache(redis_url) if redis_url else InProcessSessionCache(),
+    )
+    lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
+    memory = SemanticMemory(SentenceTransformerEmbedder(), LanceVectorMemory(lance_uri))
+    llm = OpenAILLMClient(LLMEndpoint(base_url=llm_url, model="scripted", max_retries=0))
     registry = build_registry()
-    agent = Agent(llm, registry, store, args.agent, context_window=args.llm.context_window)
-    return create_app(InProcessAgentService(agent, registry))
+    return Agent(llm, registry, store, args.agent, context_window=args.llm.context_window, memory=memory)
 
 
 async def serve(a: argparse.Namespace) -> None:
-    store = build_store(a.database_url)
+    args = AgentServeArgs.model_validate({"agent": json.loads(a.agent)})
+    agent = build_agent(a.llm_url, args, Settings())
     # NOTE: set up on the server's own loop: a store may hold loop-bound resources.
-    await store.setup()
-    config = uvicorn.Config(
-        build_baseline_app(a.llm_url, store, a.model),
-        host=a.host,
-        port=a.port,
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    await agent.store.setup()
+    if agent.memory is not None:
+        await agent.memory.store.setup()
+    app: FastAPI = create_app(InProcessAgentService(agent, agent.tools))
+    config = uvicorn.Config(app, host=a.host, port=a.port, http="httptools", access_log=False, log_level="warning")
     try:
         await uvicorn.Server(config).serve()
     finally:
-        await store.close()
+        await agent.store.close()
+        if agent.memory is not None:
+            await agent.memory.store.close()
 
 
 def main() -> None:
@@ -77,8 +78,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8200)
     parser.add_argument("--llm-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8100/v1")
-    parser.add_argument("--model", default="scripted")
-    parser.add_argument("--database-url", help="as DATABASE_URL (sqlite:///<path>, postgresql://...), or 'memory'")
+    parser.add_argument("--agent", default="{}", help="AgentConfig overrides as JSON, as the app's args.agent")
     uvloop.run(serve(parser.parse_args()))
 
 

@@ -39,6 +39,7 @@ TURN = {"message": "calc: 17*23"}
 EXPECT = "The result is 391"
 RESULTS = Path(__file__).parent / "results"
 APP_NAME = "agentserve"
+STORE_SETTINGS = ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI", "AGENTSERVE_DATA_DIR")
 
 
 def free_port() -> int:
@@ -47,9 +48,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
+def start(name: str, module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=log, stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -112,7 +114,7 @@ def measure_stack(base_url: str, a: argparse.Namespace, roles: dict[int, str]) -
     }
 
 
-def start_serve(llm_url: str, env: dict[str, str]) -> tuple[str, dict[str, float]]:
+def start_serve(llm_url: str, agent: dict[str, Any], data_dir: str) -> tuple[str, dict[str, float]]:
     """Ray in this process, the Serve proxy on a free port, the app deployed at ``/``."""
     import ray
     from ray import serve
@@ -123,12 +125,14 @@ def start_serve(llm_url: str, env: dict[str, str]) -> tuple[str, dict[str, float
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", **env}},
+        runtime_env={
+            "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "AGENTSERVE_DATA_DIR": data_dir}
+        },
     )
     t1 = time.monotonic()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"llm": {"base_url": llm_url, "model": "scripted", "max_retries": 0}}
+    args = {"llm": {"base_url": llm_url, "model": "scripted", "max_retries": 0}, "agent": agent}
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     timing = {"ray_init_s": round(t1 - t0, 1), "serve_deploy_s": round(time.monotonic() - t1, 1)}
     return f"http://127.0.0.1:{port}", timing
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("--seq-s", type=float, default=8, help="seconds at concurrency 1")
     parser.add_argument("--conc-s", type=float, default=10, help="seconds at --concurrency")
     parser.add_argument("--warmup-s", type=float, default=3)
+    parser.add_argument("--agent", default="{}", help='AgentConfig overrides for both stacks, e.g. {"memory_top_k": 0}')
     parser.add_argument("--out", type=Path, default=RESULTS / "turn_latency.json")
     parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE", help="for Ray's processes")
     a = parser.parse_args()
@@ -189,14 +194,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started: list[subprocess.Popen[bytes]] = []
     ray_up = False
-    # NOTE: both stacks use the app's default store, SQLite, each in its own file here.
+    # NOTE: both stacks use the embedded defaults (SQLite, in-process session cache,
+    # LanceDB), each in a fresh data dir of its own.
+    for name in STORE_SETTINGS:
+        os.environ.pop(name, None)
     data = Path(tempfile.mkdtemp(prefix="agentserve-bench-"))
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv,
         "loadavg_at_start": os.getloadavg(),
         "code": procs.code_version(),
-        "store": "SQLite (the app's default), a fresh file per stack",
+        "stores": "embedded defaults (SQLite, in-process session cache, LanceDB), fresh per stack",
+        "agent_config": json.loads(a.agent),
     }
     try:
         llm_port, base_port = free_port(), free_port()
@@ -204,8 +213,9 @@ def main() -> None:
         started.append(llm)
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
         wait_http(f"{llm_url}/models", llm)
-        db = f"--database-url=sqlite:///{data}/baseline.db"
-        baseline = start("baseline", "bench.baseline", f"--port={base_port}", f"--llm-url={llm_url}", db)
+        env = {"AGENTSERVE_DATA_DIR": str(data / "baseline")}
+        base_args = [f"--port={base_port}", f"--llm-url={llm_url}", f"--agent={a.agent}"]
+        baseline = start("baseline", "bench.baseline", *base_args, env=env)
         started.append(baseline)
         base_url = f"http://127.0.0.1:{base_port}"
         wait_http(f"{base_url}/live", baseline)
@@ -219,13 +229,13 @@ def main() -> None:
         results["serve_env"] = dict(kv.split("=", 1) for kv in a.serve_env)
         os.environ.update(results["serve_env"])  # NOTE: Ray's processes inherit it from here.
         ray_up = True
-        env = {"DATABASE_URL": f"sqlite:///{data}/serve.db", "AGENTSERVE_DATA_DIR": str(data)}
-        serve_url, results["startup"] = start_serve(llm_url, env)
+        serve_url, results["startup"] = start_serve(llm_url, json.loads(a.agent), str(data / "serve"))
         print(f"  {results['startup']}\nserve ...", flush=True)
         results["serve"] = measure_stack(serve_url, a, roles)
         results["serve"]["replicas_after"] = replica_counts()
-        if not (data / "serve.db").exists():
-            raise RuntimeError("the Agent replica did not use the benchmark's SQLite file")
+        if not (data / "serve" / "agentserve.db").exists():
+            raise RuntimeError("the Agent replica did not use the benchmark's data dir")
+        results["code_at_end"] = procs.code_version()
         results["machine"] = procs.machine()
     finally:
         if ray_up:
@@ -240,6 +250,8 @@ def main() -> None:
     a.out.write_text(json.dumps(results, indent=2))
     report(results, a.concurrency)
     print(f"\nreplicas after the run: {results['serve']['replicas_after']}\nwrote {a.out}")
+    if results["code"] != results["code_at_end"]:
+        print(f"WARNING: the code changed during the run: {results['code']} -> {results['code_at_end']}")
 
 
 if __name__ == "__main__":

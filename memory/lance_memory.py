@@ -1,14 +1,14 @@
 """Vector memory in LanceDB: one table per user, cosine search, an ANN index past a threshold.
 
-Each user's items live in their own table (``u_`` + 32 hex digits of the
-SHA-256 of the user id), so a search reads one user's rows only; every filter
-also names the user, as a second guard. Below ``index_threshold`` rows a search
-is exact (a flat scan, ~7 ms at 5,000 rows); once a table reaches it, an
-IVF_HNSW_SQ index is built in the background (one build at a time per replica;
-other users' calls go on meanwhile). Rows added after the build are still found:
-LanceDB scans unindexed rows exactly and merges them with the index's answer,
-and a periodic ``optimize`` folds them into the index and compacts the small
-files each write leaves.
+Each user's items live in their own table (``u_`` + 32 hex digits of the SHA-256
+of the user id), so a search reads one user's rows; every filter also names the
+user, as a second guard. Below ``index_threshold`` rows a search is exact (a flat
+scan, ~14 ms at 10,000 rows here). The add that brings a table to the threshold
+starts an IVF_HNSW_SQ build in the background (one build at a time per replica;
+searches, also of that user, go on meanwhile, flat). Rows added after the build
+are still found: LanceDB scans unindexed rows exactly and merges them with the
+index's answer; a periodic ``optimize`` folds them into the index and compacts
+the small files each write leaves (300 one-item adds: search 35 ms -> 5 ms).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from memory.vector_in_memory import DIM, Matrix, as_matrix, check_k, last_of_eac
 
 log = logging.getLogger(__name__)
 
-# IVF_HNSW_SQ, one partition per ~1M rows (LanceDB's default); ef_construction 150 instead of 300
-# halves the build time and, with refine_factor 10 at query time, keeps recall@10 at ~1.0.
+# IVF_HNSW_SQ with LanceDB's default partitioning. ef_construction 150 instead of the default 300
+# halved the build at 100k rows here (62 -> 31 s); with refine_factor 10, recall@10 stayed 0.999.
 INDEX_EF_CONSTRUCTION = 150
 
 ITEM_COLUMNS = ["id", "user_id", "session_id", "kind", "text", "created_at"]

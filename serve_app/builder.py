@@ -65,18 +65,22 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_app(args: dict[str, Any] | AgentServeArgs | None = None) -> Application:
+def build_app(
+    args: dict[str, Any] | AgentServeArgs | None = None, *, options: dict[str, dict[str, Any]] | None = None
+) -> Application:
     """Compose Ingress → Agent → {ToolExecutor, Embedding}.
 
     Args:
         args: The ``args:`` block of the config (``AgentServeArgs``); unknown
             keys are rejected.
+        options: Per-deployment option overrides by name, for Python callers
+            (a config file's ``deployments:`` section does the same for YAML).
 
     Returns:
         The bound application, for ``serve.run`` or a config's ``import_path``.
     """
     parsed = AgentServeArgs.model_validate(args or {})
-    opts = DEPLOYMENT_OPTIONS
+    opts = {name: {**o, **(options or {}).get(name, {})} for name, o in DEPLOYMENT_OPTIONS.items()}
     tools = serve.deployment(ToolExecutorDeployment, name="ToolExecutor", **opts["ToolExecutor"]).bind(parsed.tools)
     embedding = serve.deployment(EmbeddingDeployment, name="Embedding", **opts["Embedding"]).bind(
         parsed.embedding.model_dump()

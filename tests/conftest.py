@@ -12,6 +12,8 @@ import pytest
 
 from serve_app.scripted_llm import ScriptedLLMConfig, ScriptedLLMServer
 
+pytest_plugins = ["tests.support.pg_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def scripted_llm_server() -> Iterator[ScriptedLLMServer]:
