@@ -213,7 +213,9 @@ def main() -> None:
         started.append(llm)
         llm_url = f"http://127.0.0.1:{llm_port}/v1"
         wait_http(f"{llm_url}/models", llm)
-        env = {"AGENTSERVE_DATA_DIR": str(data / "baseline")}
+        # NOTE: one OpenMP thread, as Ray gives each replica: torch's spinning threads
+        # otherwise stall the baseline's event loop (p90 of a sequential turn 94 -> 822 ms).
+        env = {"AGENTSERVE_DATA_DIR": str(data / "baseline"), "OMP_NUM_THREADS": "1"}
         base_args = [f"--port={base_port}", f"--llm-url={llm_url}", f"--agent={a.agent}"]
         baseline = start("baseline", "bench.baseline", *base_args, env=env)
         started.append(baseline)

@@ -31,7 +31,7 @@ from lancedb.table import AsyncTable
 from agent.errors import AgentError, StoreUnavailableError
 from agent.ports import MemoryHit, MemoryItem
 from memory.codec import as_utc
-from memory.vector_in_memory import DIM, Matrix, as_matrix, check_k, last_of_each_id, memory_not_found
+from memory.vector_in_memory import DIM, Matrix, as_matrix, check_k, memory_not_found, rows_by_user
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,9 @@ def table_name(user_id: str) -> str:
 
 
 def item_schema(dim: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("user_id", pa.string(), nullable=False),
-            pa.field("session_id", pa.string()),
-            pa.field("kind", pa.string(), nullable=False),
-            pa.field("text", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
-            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        ]
-    )
+    texts = [pa.field(name, pa.string(), nullable=name == "session_id") for name in ITEM_COLUMNS[:-1]]
+    vector = pa.field("vector", pa.list_(pa.float32(), dim), nullable=False)
+    return pa.schema([*texts, vector, pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False)])
 
 
 @contextmanager
@@ -71,6 +63,12 @@ def _store_errors(action: str) -> Iterator[None]:
     except Exception as exc:
         log.warning("vector memory: %s failed: %s: %s", action, type(exc).__name__, exc)
         raise StoreUnavailableError(f"vector memory unavailable ({action} failed)") from exc
+
+
+def _log_failure(job: str, table: AsyncTable, exc: Exception) -> None:
+    # A commit conflict means another replica did the same job first: nothing to worry about.
+    level = logging.INFO if "commit conflict" in str(exc).lower() else logging.WARNING
+    log.log(level, "vector memory: %s on %s failed: %s", job, table.name, exc)
 
 
 class LanceVectorMemory:
@@ -155,10 +153,7 @@ class LanceVectorMemory:
         if not items:
             return
         matrix = as_matrix(vectors, self._dim)
-        by_user: dict[str, list[int]] = {}
-        for i in last_of_each_id(items):
-            by_user.setdefault(items[i].user_id, []).append(i)
-        for user_id, rows in by_user.items():
+        for user_id, rows in rows_by_user(items).items():
             data = self._rows([items[i] for i in rows], matrix[rows])
             with _store_errors("add"):
                 table = await self._table(user_id, create=True)
@@ -296,7 +291,7 @@ class LanceVectorMemory:
                     await table.create_index("vector", config=config, replace=False)
                     log.info("vector memory: indexed %s in %.1f s", table.name, time.monotonic() - started)
             except Exception as exc:  # tried again after a later write (which then finds a rival's index)
-                log.warning("vector memory: index build on %s failed: %s", table.name, exc)
+                _log_failure("index build", table, exc)
                 return
             self._indexed.add(table.name)
 
@@ -305,4 +300,4 @@ class LanceVectorMemory:
             try:
                 await table.optimize()
             except Exception as exc:
-                log.warning("vector memory: optimize on %s failed: %s", table.name, exc)
+                _log_failure("optimize", table, exc)

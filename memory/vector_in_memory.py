@@ -39,10 +39,13 @@ def check_k(k: int) -> None:
         raise InvalidRequestError("k must be at least 1", field="k")
 
 
-def last_of_each_id(items: list[MemoryItem]) -> list[int]:
-    """Positions of the items to store: the last one of each (user, id), in order."""
+def rows_by_user(items: list[MemoryItem]) -> dict[str, list[int]]:
+    """Positions of the items to store, per user: the last one of each (user, id), in order."""
     last = {(it.user_id, it.id): i for i, it in enumerate(items)}
-    return sorted(last.values())
+    grouped: dict[str, list[int]] = {}
+    for i in sorted(last.values()):
+        grouped.setdefault(items[i].user_id, []).append(i)
+    return grouped
 
 
 def memory_not_found(item_id: str) -> NotFoundError:
@@ -105,10 +108,7 @@ class InMemoryVectorMemory:
         if not items:
             return
         matrix = as_matrix(vectors, self._dim)
-        by_user: dict[str, list[int]] = {}
-        for i in last_of_each_id(items):
-            by_user.setdefault(items[i].user_id, []).append(i)
-        for user_id, rows in by_user.items():
+        for user_id, rows in rows_by_user(items).items():
             mine = self._users.setdefault(user_id, _UserRows(self._dim))
             mine.upsert([items[i].model_copy() for i in rows], matrix[rows])
 

@@ -34,9 +34,7 @@ class CurrentTimeArgs(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris' or 'UTC'"
-            ) from None
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris' or 'UTC'") from None
         return value
 
 

@@ -9,10 +9,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import llama_cpp  # noqa: F401  (the local-llm extra; a missing install must fail, not skip)
 import pytest
-
-pytest.importorskip("llama_cpp")
-
 import uvicorn
 from openai import AsyncOpenAI, BadRequestError
 
@@ -39,9 +37,7 @@ FORCE_CALC = {"type": "function", "function": {"name": "calculator"}}
 
 class _Server:
     def __init__(self, engine: LlamaCppEngine) -> None:
-        config = uvicorn.Config(
-            create_local_llm_app(engine, MODEL), host="127.0.0.1", port=0, log_level="warning"
-        )
+        config = uvicorn.Config(create_local_llm_app(engine, MODEL), host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -22,9 +22,7 @@ def fixed(moment: datetime) -> CurrentTimeTool:
         (SUMMER, "2025-07-15T14:00:00+02:00", "Tuesday", "CEST"),
     ],
 )
-async def test_paris_time_has_its_seasonal_offset(
-    moment: datetime, iso: str, weekday: str, abbreviation: str
-) -> None:
+async def test_paris_time_has_its_seasonal_offset(moment: datetime, iso: str, weekday: str, abbreviation: str) -> None:
     result = await fixed(moment).run(CurrentTimeArgs(timezone="Europe/Paris"))
 
     assert result == {
@@ -45,9 +43,7 @@ async def test_default_zone_is_utc() -> None:
 async def test_real_clock_through_registry_gives_an_aware_iso_time() -> None:
     registry = ToolRegistry([CurrentTimeTool()])
 
-    result = await registry.execute(
-        ToolInvocation(name="current_time", arguments='{"timezone": "Europe/Paris"}')
-    )
+    result = await registry.execute(ToolInvocation(name="current_time", arguments='{"timezone": "Europe/Paris"}'))
 
     assert not result.is_error
     payload = json.loads(result.content)

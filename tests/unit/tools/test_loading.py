@@ -11,9 +11,7 @@ def test_builtin_tools_are_the_two_classes() -> None:
     assert [CalculatorTool, CurrentTimeTool] == BUILTIN_TOOLS
 
 
-@pytest.mark.parametrize(
-    "path", ["tests.support.sample_tools:EchoTool", "tests.support.sample_tools.EchoTool"]
-)
+@pytest.mark.parametrize("path", ["tests.support.sample_tools:EchoTool", "tests.support.sample_tools.EchoTool"])
 def test_loads_a_tool_class_by_path(path: str) -> None:
     tool = load_tool(path)
 

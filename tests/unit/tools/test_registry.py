@@ -3,6 +3,7 @@ import logging
 import math
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,8 +14,6 @@ from tests.support.sample_tools import SleepTool
 from tools import Tool, ToolFailure, ToolRegistry, build_registry
 from tools.calculator import CalculatorTool
 from tools.current_time import CurrentTimeTool
-
-jsonschema = pytest.importorskip("jsonschema")
 
 
 class Point(BaseModel):
@@ -65,9 +64,7 @@ class NaNTool(BoomTool):
 
 @pytest.fixture
 def registry() -> ToolRegistry:
-    return ToolRegistry(
-        [CalculatorTool(), CurrentTimeTool(), PlotTool(), BoomTool(), RefusingTool(), NaNTool()]
-    )
+    return ToolRegistry([CalculatorTool(), CurrentTimeTool(), PlotTool(), BoomTool(), RefusingTool(), NaNTool()])
 
 
 def test_implements_the_tool_executor_port(registry: ToolRegistry) -> None:
@@ -137,9 +134,7 @@ async def test_success_encodes_non_string_results_as_json(registry: ToolRegistry
 
 
 async def test_measures_duration() -> None:
-    result = await ToolRegistry([SleepTool()]).execute(
-        ToolInvocation(name="sleep", arguments='{"seconds": 0.05}')
-    )
+    result = await ToolRegistry([SleepTool()]).execute(ToolInvocation(name="sleep", arguments='{"seconds": 0.05}'))
 
     assert json.loads(result.content) == {"slept": 0.05}
     assert 40 <= result.duration_ms < 2000
