@@ -1,0 +1,38 @@
+"""Who is calling: the principal every route acts for.
+
+Until authentication lands, the caller is the request's ``user_id`` (query
+parameter, or the ``X-User-ID`` header for routes whose body is not ours),
+``anonymous`` when absent. Authentication replaces ``get_principal`` and the
+routes keep asking the same dependency.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field
+
+from agent.dto import ID_PATTERN
+from agent.errors import InvalidRequestError
+
+_ID = re.compile(ID_PATTERN)
+
+
+class Principal(BaseModel):
+    id: str
+    kind: Literal["anonymous", "development", "jwt", "api_key"] = "development"
+    scopes: frozenset[str] = Field(default_factory=lambda: frozenset({"chat", "tools:execute", "memory"}))
+
+
+def get_principal(request: Request) -> Principal:
+    user = request.query_params.get("user_id") or request.headers.get("x-user-id")
+    if user is None:
+        return Principal(id="anonymous", kind="anonymous")
+    if not _ID.match(user):
+        raise InvalidRequestError("user_id: must match " + ID_PATTERN, field="user_id")
+    return Principal(id=user)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
