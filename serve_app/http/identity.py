@@ -36,3 +36,13 @@ def get_principal(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def acting_user(principal: Principal, body_user_id: str | None) -> str:
+    """The user a request acts for: the authenticated principal, always.
+
+    Only without authentication (development) may a body's ``user_id`` name the user.
+    """
+    if principal.kind in ("anonymous", "development") and body_user_id:
+        return body_user_id
+    return principal.id

@@ -13,6 +13,7 @@ from agent.dto import ID_PATTERN, ChatRequest, ChatResponse
 from agent.events import ErrorEvent
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.identity import Principal, PrincipalDep, acting_user
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -27,17 +28,23 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _with_key(body: ChatRequest, key: str | None) -> ChatRequest:
-    return body.model_copy(update={"idempotency_key": key}) if key else body
+def _prepare(body: ChatRequest, principal: Principal, key: str | None) -> ChatRequest:
+    """The request as the agent runs it: for the principal, with the header's idempotency key."""
+    update: dict[str, str] = {"user_id": acting_user(principal, body.user_id)}
+    if key:
+        update["idempotency_key"] = key
+    return body.model_copy(update=update)
 
 
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
 @router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
-async def chat(body: ChatRequest, agent: AgentServiceDep, idempotency_key: IdempotencyKey = None) -> ChatResponse:
+async def chat(
+    body: ChatRequest, agent: AgentServiceDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None
+) -> ChatResponse:
     """Send a message and get the agent's reply once the turn is done."""
-    return await agent.chat(_with_key(body, idempotency_key))
+    return await agent.chat(_prepare(body, principal, idempotency_key))
 
 
 @router.post(
@@ -46,12 +53,16 @@ async def chat(body: ChatRequest, agent: AgentServiceDep, idempotency_key: Idemp
     response_class=EventSourceResponse,
 )
 async def chat_stream(
-    body: ChatRequest, agent: AgentServiceDep, request: Request, idempotency_key: IdempotencyKey = None
+    body: ChatRequest,
+    agent: AgentServiceDep,
+    principal: PrincipalDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> EventSourceResponse:
     """Send a message; receive the turn as SSE: token, tool_call, tool_result, message, done|error."""
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        stream = agent.stream(_with_key(body, idempotency_key))
+        stream = agent.stream(_prepare(body, principal, idempotency_key))
         try:
             async for event in stream:
                 yield ServerSentEvent(event=event.type, data=event.model_dump_json())

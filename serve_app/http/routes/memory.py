@@ -11,10 +11,11 @@ from agent.dto import ID_PATTERN
 from agent.ports import MemoryHit, MemoryItem
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.identity import PrincipalDep, acting_user
 
 router = APIRouter(prefix="/api/memory", tags=["memory"])
 
-UserQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="the caller until auth lands")]
+UserQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="the caller, without authentication only")]
 
 
 class MemoryCreate(BaseModel):
@@ -26,24 +27,27 @@ class MemoryCreate(BaseModel):
 
 
 @router.post("", response_model=MemoryItem, status_code=201, responses=ERROR_RESPONSES)
-async def add_memory(body: MemoryCreate, agent: AgentServiceDep) -> MemoryItem:
+async def add_memory(body: MemoryCreate, agent: AgentServiceDep, principal: PrincipalDep) -> MemoryItem:
     """Remember a text for the caller."""
-    return await agent.add_memory(body.user_id or "anonymous", body.text, body.session_id)
+    return await agent.add_memory(acting_user(principal, body.user_id), body.text, body.session_id)
 
 
 @router.get("/search", response_model=list[MemoryHit], responses=ERROR_RESPONSES)
 async def search_memory(
     agent: AgentServiceDep,
+    principal: PrincipalDep,
     q: Annotated[str, Query(min_length=1, max_length=2000)],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
     user_id: UserQuery = None,
 ) -> list[MemoryHit]:
     """The caller's memories closest in meaning to q, closest first."""
-    return await agent.search_memory(user_id or "anonymous", q, k)
+    return await agent.search_memory(principal.id, q, k)
 
 
 @router.delete("/{memory_id}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_memory(memory_id: str, agent: AgentServiceDep, user_id: UserQuery = None) -> Response:
+async def delete_memory(
+    memory_id: str, agent: AgentServiceDep, principal: PrincipalDep, user_id: UserQuery = None
+) -> Response:
     """Forget one memory."""
-    await agent.delete_memory(user_id or "anonymous", memory_id)
+    await agent.delete_memory(principal.id, memory_id)
     return Response(status_code=204)

@@ -10,42 +10,53 @@ from agent.dto import ID_PATTERN, Message
 from agent.ports import Page, Session
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.identity import PrincipalDep
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
-UserQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="the caller until auth lands")]
+# Documented for the OpenAPI page; the value is read by the principal dependency.
+UserQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="the caller, without authentication only")]
 LimitQuery = Annotated[int, Query(ge=1, le=200)]
 CursorQuery = Annotated[str | None, Query(max_length=512)]
 
 
 @router.get("", response_model=Page[Session], responses=ERROR_RESPONSES)
 async def list_sessions(
-    agent: AgentServiceDep, user_id: UserQuery = None, limit: LimitQuery = 20, cursor: CursorQuery = None
+    agent: AgentServiceDep,
+    principal: PrincipalDep,
+    user_id: UserQuery = None,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
 ) -> Page[Session]:
     """The caller's sessions, most recently updated first; pass next_cursor for the next page."""
-    return await agent.list_sessions(user_id or "anonymous", limit, cursor)
+    return await agent.list_sessions(principal.id, limit, cursor)
 
 
 @router.get("/{session_id}", response_model=Session, responses=ERROR_RESPONSES)
-async def get_session(session_id: str, agent: AgentServiceDep, user_id: UserQuery = None) -> Session:
+async def get_session(
+    session_id: str, agent: AgentServiceDep, principal: PrincipalDep, user_id: UserQuery = None
+) -> Session:
     """One of the caller's sessions."""
-    return await agent.get_session(session_id, user_id or "anonymous")
+    return await agent.get_session(session_id, principal.id)
 
 
 @router.get("/{session_id}/messages", response_model=Page[Message], responses=ERROR_RESPONSES)
 async def list_messages(
     session_id: str,
     agent: AgentServiceDep,
+    principal: PrincipalDep,
     user_id: UserQuery = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[Message]:
     """A session's messages, oldest first."""
-    return await agent.list_messages(session_id, user_id or "anonymous", limit, cursor)
+    return await agent.list_messages(session_id, principal.id, limit, cursor)
 
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_session(session_id: str, agent: AgentServiceDep, user_id: UserQuery = None) -> Response:
+async def delete_session(
+    session_id: str, agent: AgentServiceDep, principal: PrincipalDep, user_id: UserQuery = None
+) -> Response:
     """Delete a session with its messages."""
-    await agent.delete_session(session_id, user_id or "anonymous")
+    await agent.delete_session(session_id, principal.id)
     return Response(status_code=204)
