@@ -1,4 +1,4 @@
-"""What every conversation store encodes the same way: cursors, titles, timestamps, rows."""
+"""What every conversation store encodes the same way: cursors, titles, timestamps, rows, API keys."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.dto import Message, Role, ToolCall, Usage
 from agent.errors import InvalidRequestError, NotFoundError
+from agent.keys import ApiKeyRecord
 from agent.ports import Session
 
 TITLE_CHARS = 60
@@ -127,4 +129,48 @@ def message_from(
         name=name,
         usage=Usage.model_validate(used) if used is not None else None,
         created_at=as_utc(created_at),
+    )
+
+
+def api_key_not_found(key_id: str) -> NotFoundError:
+    return NotFoundError(f"API key '{key_id}' not found", field="key_id")
+
+
+def api_key_values(r: ApiKeyRecord, stamp: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """(id, prefix, hash, owner, name, scopes JSON, created_at, last_used_at, revoked_at); times through ``stamp``."""
+
+    def maybe(value: datetime | None) -> Any:
+        return stamp(value) if value is not None else None
+
+    scopes = json.dumps(r.scopes)
+    return (
+        r.id,
+        r.prefix,
+        r.key_hash,
+        r.owner,
+        r.name,
+        scopes,
+        stamp(r.created_at),
+        maybe(r.last_used_at),
+        maybe(r.revoked_at),
+    )
+
+
+def _when(value: str | datetime) -> datetime:
+    return ts_parse(value) if isinstance(value, str) else as_utc(value)
+
+
+def api_key_from(row: Any) -> ApiKeyRecord:
+    """A record from an ``api_keys`` row: JSON as text or decoded, times as text or datetime."""
+    scopes, used, revoked = row["scopes"], row["last_used_at"], row["revoked_at"]
+    return ApiKeyRecord(
+        id=row["id"],
+        prefix=row["prefix"],
+        key_hash=row["hash"],
+        owner=row["owner"],
+        name=row["name"],
+        scopes=json.loads(scopes) if isinstance(scopes, str) else scopes,
+        created_at=_when(row["created_at"]),
+        last_used_at=_when(used) if used is not None else None,
+        revoked_at=_when(revoked) if revoked is not None else None,
     )

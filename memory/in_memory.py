@@ -10,18 +10,20 @@ import asyncio
 
 from agent.dto import Message, new_id, utcnow
 from agent.errors import ConflictError
+from agent.keys import ApiKeyRecord
 from agent.ports import Page, Session, TurnRecord
 from memory import codec
 
 
 class InMemoryConversationStore:
-    """``ConversationStore`` in dicts; safe for one event loop."""
+    """``ConversationStore`` and ``ApiKeyStore`` in dicts; safe for one event loop."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self._messages: dict[str, list[Message]] = {}
         self._turns: dict[tuple[str, str], TurnRecord] = {}
         self._message_ids: set[str] = set()
+        self._keys: dict[str, ApiKeyRecord] = {}
         self._lock = asyncio.Lock()
 
     async def setup(self) -> None:
@@ -110,3 +112,31 @@ class InMemoryConversationStore:
     async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
         found = self._turns.get((user_id, idempotency_key))
         return found.model_copy(deep=True) if found is not None else None
+
+    # ------------------------------------------------------------------ API keys
+
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        async with self._lock:
+            if record.id in self._keys or any(k.prefix == record.prefix for k in self._keys.values()):
+                raise ConflictError("API key id or prefix already stored")
+            self._keys[record.id] = record.model_copy(deep=True, update={"created_at": codec.as_utc(record.created_at)})
+
+    async def get_api_key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        found = next((k for k in self._keys.values() if k.prefix == prefix), None)
+        return found.model_copy(deep=True) if found is not None else None
+
+    async def list_api_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
+        keys = [k for k in self._keys.values() if owner is None or k.owner == owner]
+        return [k.model_copy(deep=True) for k in sorted(keys, key=lambda k: (k.created_at, k.id))]
+
+    async def revoke_api_key(self, key_id: str) -> None:
+        async with self._lock:
+            found = self._keys.get(key_id)
+            if found is None:
+                raise codec.api_key_not_found(key_id)
+            found.revoked_at = found.revoked_at or utcnow()
+
+    async def touch_api_key(self, key_id: str) -> None:
+        found = self._keys.get(key_id)
+        if found is not None:
+            found.last_used_at = utcnow()

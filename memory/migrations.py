@@ -95,6 +95,35 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX turns_session ON turns (session_id)",
         ),
     ),
+    Migration(
+        version=2,
+        sqlite=(
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                prefix TEXT NOT NULL UNIQUE,
+                hash TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                name TEXT NOT NULL,
+                scopes TEXT NOT NULL DEFAULT '[]',
+                created_at TEXT NOT NULL,
+                last_used_at TEXT,
+                revoked_at TEXT)""",
+            "CREATE INDEX api_keys_owner ON api_keys (owner, created_at, id)",
+        ),
+        postgres=(
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                prefix TEXT NOT NULL UNIQUE,
+                hash TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                name TEXT NOT NULL,
+                scopes JSONB NOT NULL DEFAULT '[]',
+                created_at TIMESTAMPTZ NOT NULL,
+                last_used_at TIMESTAMPTZ,
+                revoked_at TIMESTAMPTZ)""",
+            "CREATE INDEX api_keys_owner ON api_keys (owner, created_at, id)",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from agent.dto import ChatResponse, Message, new_id, utcnow
 from agent.errors import ConflictError, StoreUnavailableError
+from agent.keys import ApiKeyRecord
 from agent.ports import Page, Session, TurnRecord
 from memory import codec
 from memory.migrations import PG_MIGRATION_LOCK, PG_SCHEMA_MIGRATIONS, pending
@@ -47,6 +48,11 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages (id, role, content, tool_calls, tool_call_id, name, usage,"
     " session_id, seq, created_at) VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s::jsonb, %s, %s, %s)"
 )
+_SELECT_KEYS = "SELECT id, prefix, hash, owner, name, scopes, created_at, last_used_at, revoked_at FROM api_keys"
+_INSERT_KEY = (
+    "INSERT INTO api_keys (id, prefix, hash, owner, name, scopes, created_at, last_used_at, revoked_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+)
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed)
 
@@ -74,7 +80,7 @@ async def _owned(conn: Conn, session_id: str, user_id: str) -> DictRow:
 
 
 class PostgresConversationStore:
-    """``ConversationStore`` in PostgreSQL, through an async connection pool.
+    """``ConversationStore`` and ``ApiKeyStore`` in PostgreSQL, through an async connection pool.
 
     Args:
         dsn: A libpq connection string or ``postgresql://`` URL.
@@ -264,3 +270,34 @@ class PostgresConversationStore:
             session_id=row["session_id"],
             response=ChatResponse.model_validate(row["response"]),
         )
+
+    # ------------------------------------------------------------------ API keys
+
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        async with self._connection() as conn:
+            try:
+                await conn.execute(_INSERT_KEY, codec.api_key_values(record, codec.as_utc))
+            except psycopg.errors.UniqueViolation as exc:
+                raise ConflictError("API key id or prefix already stored") from exc
+
+    async def get_api_key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(_SELECT_KEYS + " WHERE prefix = %s", (prefix,))).fetchone()
+        return codec.api_key_from(row) if row is not None else None
+
+    async def list_api_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
+        sql = _SELECT_KEYS + " WHERE %s::text IS NULL OR owner = %s ORDER BY created_at, id"
+        async with self._connection() as conn:
+            rows = await (await conn.execute(sql, (owner, owner))).fetchall()
+        return [codec.api_key_from(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str) -> None:
+        sql = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, %s) WHERE id = %s"
+        async with self._connection() as conn:
+            cur = await conn.execute(sql, (utcnow(), key_id))
+            if cur.rowcount == 0:
+                raise codec.api_key_not_found(key_id)
+
+    async def touch_api_key(self, key_id: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute("UPDATE api_keys SET last_used_at = %s WHERE id = %s", (utcnow(), key_id))

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from agent.dto import ChatResponse, Message, new_id, utcnow
 from agent.errors import ConflictError, StoreUnavailableError
+from agent.keys import ApiKeyRecord
 from agent.ports import Page, Session, TurnRecord
 from memory import codec
 from memory.migrations import SQLITE_SCHEMA_MIGRATIONS, pending
@@ -42,6 +43,11 @@ _HISTORY = (
 _LIST_MESSAGES = (
     "SELECT id, role, content, tool_calls, tool_call_id, name, usage, created_at, seq"
     " FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_SELECT_KEYS = "SELECT id, prefix, hash, owner, name, scopes, created_at, last_used_at, revoked_at FROM api_keys"
+_INSERT_KEY = (
+    "INSERT INTO api_keys (id, prefix, hash, owner, name, scopes, created_at, last_used_at, revoked_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -95,7 +101,7 @@ def _owned(conn: sqlite3.Connection, session_id: str, user_id: str) -> sqlite3.R
 
 
 class SqliteConversationStore:
-    """``ConversationStore`` in one SQLite file, run in worker threads.
+    """``ConversationStore`` and ``ApiKeyStore`` in one SQLite file, run in worker threads.
 
     Args:
         path: The database file; its parent directory is created.
@@ -313,3 +319,33 @@ class SqliteConversationStore:
             session_id=row["session_id"],
             response=ChatResponse.model_validate_json(row["response"]),
         )
+
+    # ------------------------------------------------------------------ API keys (one statement each: atomic)
+
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_INSERT_KEY, codec.api_key_values(record, codec.ts_text))
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError("API key id or prefix already stored") from exc
+
+        await self._run(insert)
+
+    async def get_api_key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        row = await self._run(lambda conn: conn.execute(_SELECT_KEYS + " WHERE prefix = ?", (prefix,)).fetchone())
+        return codec.api_key_from(row) if row is not None else None
+
+    async def list_api_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
+        sql = _SELECT_KEYS + " WHERE ? IS NULL OR owner = ? ORDER BY created_at, id"
+        rows = await self._run(lambda conn: conn.execute(sql, (owner, owner)).fetchall())
+        return [codec.api_key_from(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str) -> None:
+        sql = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"
+        updated = await self._run(lambda conn: conn.execute(sql, (codec.ts_text(utcnow()), key_id)).rowcount)
+        if updated == 0:
+            raise codec.api_key_not_found(key_id)
+
+    async def touch_api_key(self, key_id: str) -> None:
+        sql = "UPDATE api_keys SET last_used_at = ? WHERE id = ?"
+        await self._run(lambda conn: conn.execute(sql, (codec.ts_text(utcnow()), key_id)))

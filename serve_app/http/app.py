@@ -6,27 +6,31 @@ from fastapi import FastAPI
 
 from serve_app.http.errors import install_error_handlers
 from serve_app.http.middleware import RequestIdMiddleware
+from serve_app.http.openai_compat import router as openai_router
 from serve_app.http.routes import chat, health, memory, sessions, tools
 from serve_app.http.services import AgentService
 
 
-def create_app(service: AgentService, *, heartbeat_s: float = 15.0) -> FastAPI:
+def create_app(service: AgentService, *, heartbeat_s: float = 15.0, model_name: str = "agentserve") -> FastAPI:
     """Build the HTTP app around an ``AgentService``.
 
     Args:
         service: Where turns and tool calls go (handles, or one process).
         heartbeat_s: Interval of the SSE comment heartbeat that keeps idle
             streams (a long tool call) open through proxies.
+        model_name: The agent's model name on the OpenAI-compatible API (``/v1``).
     """
     app = FastAPI(title="agentserve", version="0.1.0", description="An LLM agent platform on Ray Serve.")
     app.state.agent_service = service
     app.state.health_cache = None
     app.state.heartbeat_s = heartbeat_s
+    app.state.agent_model_name = model_name
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(tools.router)
     app.include_router(sessions.router)
     app.include_router(memory.router)
     app.include_router(health.router)
+    app.include_router(openai_router.router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -21,6 +21,7 @@ from agent.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
+from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,12 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _route_path(request: Request) -> str:
+    """The path inside the app, without the prefix it is mounted at (a Serve route_prefix)."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure through ``ErrorBody``; a 500 never shows internals."""
 
@@ -102,6 +109,9 @@ def install_error_handlers(app: FastAPI) -> None:
         msg = f"{field}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:
             msg += f" (and {len(errors) - 1} more)"
+        if _route_path(request).startswith(OPENAI_PREFIX + "/"):
+            # The OpenAI-compatible API answers in OpenAI's error shape, and with 400 as OpenAI does.
+            return JSONResponse(ErrorResponse.build(400, msg, param=field).model_dump(), status_code=400)
         return error_response(request, 422, "validation_error", msg, field)
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,0 +1,183 @@
+"""The OpenAI-compatible chat API over the agent: one agent turn per completion.
+
+How an OpenAI request becomes a turn:
+
+- The last message (a user message) is the turn's message. Client system and
+  developer messages are ignored: the agent's configured system prompt applies.
+- With a session (the ``session_id`` body field, else the ``X-Session-ID``
+  header) the stored session is the history, and earlier request messages are
+  ignored. Without one, earlier user/assistant text messages are prepended to
+  the message as a compact transcript, and the turn gets a fresh session.
+- Tool calls run server-side inside the agent: they are not sent as OpenAI
+  ``tool_calls``; only the assistant's text is streamed.
+- The session id comes back in the ``X-Session-ID`` response header (streaming
+  or not) and, non-streaming, in the ``session_id`` extension field.
+- A turn that fails mid-stream ends with an OpenAI error object as a data line,
+  ``data: {"error": {...}}``, then ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from agent.dto import MAX_MESSAGE_CHARS, ChatRequest, Usage, new_id
+from agent.errors import AgentError, NotFoundError
+from agent.events import DoneEvent, ErrorEvent, TokenEvent
+from serve_app.http.errors import STATUS_BY_ERROR, status_for
+from serve_app.http.identity import Principal
+from serve_app.http.openai_compat.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ErrorResponse,
+    Model,
+    ModelList,
+)
+from serve_app.http.services import AgentService
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "agentserve"
+SESSION_HEADER = "X-Session-ID"
+SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+FINISH_REASONS = {"stop": "stop", "max_steps": "length"}
+_STATUS_BY_CODE = {cls.code: status for cls, status in STATUS_BY_ERROR}
+_CREATED = int(time.time())
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+def model_name(request: Request) -> str:
+    return str(getattr(request.app.state, "agent_model_name", DEFAULT_MODEL_NAME))
+
+
+def list_models(request: Request) -> ModelList:
+    return ModelList(data=[Model(id=model_name(request), created=_CREATED)])
+
+
+def error_response(exc: AgentError) -> JSONResponse:
+    """A core error in OpenAI's shape; invalid requests are 400, as OpenAI answers them."""
+    status = status_for(exc)
+    status = 400 if status == 422 else status
+    headers = {"Retry-After": str(int(exc.retry_after or 1))} if status == 503 else None
+    if status >= 500:
+        logger.warning("request failed: %s (%s)", exc.code, exc.message)
+    body = ErrorResponse.build(status, exc.message, param=exc.field, code=exc.code)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def transcript(earlier: list[ChatMessage], message: str) -> str:
+    """``message`` after the most recent earlier user/assistant text that fits the size limit."""
+    head, tail = "Earlier in this conversation:\n", f"\n\nCurrent message:\n{message}"
+    budget = MAX_MESSAGE_CHARS - len(head) - len(tail)
+    kept: list[str] = []
+    for m in reversed(earlier):
+        if m.role not in ("user", "assistant") or not m.text:
+            continue
+        line = f"{m.role}: {m.text}"
+        if len(line) + 1 > budget:
+            break
+        kept.append(line)
+        budget -= len(line) + 1
+    return head + "\n".join(reversed(kept)) + tail if kept else message
+
+
+def to_chat_request(body: ChatCompletionRequest, principal: Principal, session_header: str | None) -> ChatRequest:
+    # NOTE: the transcript is a stopgap: a `history: list[Message]` field on ChatRequest
+    # would hand the earlier messages to the agent as real turns (the core owns that DTO).
+    session_id = body.session_id or session_header
+    message = body.messages[-1].text
+    if session_id is None:
+        message = transcript(body.messages[:-1], message)
+        # Minted here, not by the store, so a stream can name its session in a header.
+        session_id = new_id("ses")
+    return ChatRequest(message=message, session_id=session_id, user_id=principal.id)
+
+
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    service: AgentService,
+    principal: Principal,
+    session_header: str | None,
+) -> JSONResponse | StreamingResponse:
+    model = model_name(request)
+    if body.model != model:
+        raise ModelNotFoundError(f"The model `{body.model}` does not exist", field="model")
+    chat_request = to_chat_request(body, principal, session_header)
+    if body.stream:
+        headers = {**SSE_HEADERS, SESSION_HEADER: chat_request.session_id or ""}
+        chunks = stream_chunks(service, chat_request, model, body.include_usage)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+    response = await service.chat(chat_request)
+    completion = ChatCompletion(
+        id=completion_id(),
+        created=int(time.time()),
+        model=model,
+        choices=[
+            Choice(
+                message=AssistantMessage(content=response.response),
+                finish_reason="length" if response.finish_reason == "max_steps" else "stop",
+            )
+        ],
+        usage=response.usage,
+        session_id=response.session_id,
+    )
+    return JSONResponse(completion.model_dump(mode="json"), headers={SESSION_HEADER: response.session_id})
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _error_line(code: str, message: str) -> str:
+    body = ErrorResponse.build(_STATUS_BY_CODE.get(code, 500), message, code=code)
+    return f"data: {body.model_dump_json()}\n\n"
+
+
+async def stream_chunks(
+    service: AgentService, chat_request: ChatRequest, model: str, include_usage: bool
+) -> AsyncIterator[str]:
+    """The turn as ``chat.completion.chunk`` data lines, ending with ``data: [DONE]``."""
+    cid, created = completion_id(), int(time.time())
+    # OpenAI: with include_usage, every chunk has "usage" (null but on the last one).
+    exclude = None if include_usage else {"usage"}
+
+    def chunk(delta: DeltaMessage | None, finish: str | None = None, usage: Usage | None = None) -> str:
+        choices = [ChunkChoice(delta=delta, finish_reason=finish)] if delta is not None else []
+        obj = ChatCompletionChunk(id=cid, created=created, model=model, choices=choices, usage=usage)
+        return f"data: {obj.model_dump_json(exclude=exclude)}\n\n"
+
+    stream = service.stream(chat_request)
+    try:
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        async for event in stream:
+            if isinstance(event, TokenEvent) and event.text:
+                yield chunk(DeltaMessage(content=event.text))
+            elif isinstance(event, DoneEvent):
+                yield chunk(DeltaMessage(), FINISH_REASONS[event.finish_reason])
+                if include_usage:
+                    yield chunk(None, usage=event.usage)
+            elif isinstance(event, ErrorEvent):
+                yield _error_line(event.error_type, event.message)
+    except Exception:
+        # NOTE: headers are sent already; the only honest ending left is an error line.
+        logger.exception("stream failed")
+        yield _error_line("internal_error", "internal error")
+    finally:
+        # A client that went away closes this generator: close the turn with it.
+        await stream.aclose()  # type: ignore[attr-defined]
+    yield "data: [DONE]\n\n"

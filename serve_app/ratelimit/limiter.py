@@ -1,0 +1,225 @@
+"""Rate limiters by GCRA, in this process or in Redis (Ray-free, FastAPI-free).
+
+GCRA (the generic cell rate algorithm) keeps one number per key: the
+theoretical arrival time (TAT), the moment the key's budget is full again. A
+limit of ``limit`` units per ``window_s`` costs ``interval = window_s / limit``
+of TAT per unit, and a spend is admitted while ``TAT - window <= now``: up to
+``limit`` units at once, then one per ``interval``. That is a sliding window
+without a log of past requests.
+
+Three uses of one state:
+
+- ``hit(key, limit, window_s, cost)`` admits and spends ``cost`` units, or
+  refuses and spends nothing (requests).
+- ``hit(key, limit, window_s, cost=0)`` is the pre-check: it spends nothing and
+  refuses only while the budget is overdrawn (LLM tokens, before a turn).
+- ``charge(key, limit, window_s, cost)`` spends ``cost`` units unconditionally,
+  into debt if need be (LLM tokens, counted only after the turn). Time pays the
+  debt off; pre-checks refuse until it has.
+
+Times are whole microseconds so the arithmetic is exact (in Python and in
+Redis's Lua doubles alike): exactly ``limit`` simultaneous hits fit, never one
+more. ``interval`` is rounded down to a whole microsecond (at least 1), which
+makes the real window shorter by under ``limit`` microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+_US = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitDecision:
+    """One decision.
+
+    Attributes:
+        allowed: Admitted (``hit``), or fitted in the budget (``charge``).
+        limit: The limit the decision was made against.
+        remaining: Units that would still fit now.
+        reset_s: Until the budget is full again.
+        retry_after_s: Until the refused spend would fit (0 when allowed).
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float
+    retry_after_s: float
+
+
+class RateLimiter(Protocol):
+    """Where budgets are kept.
+
+    Keys are opaque. ``limit`` and ``window_s`` come with every call, so a
+    changed configuration applies to the next decision, state kept.
+    """
+
+    async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> RateLimitDecision:
+        """Spend ``cost`` units if they fit, else nothing; ``cost=0`` checks the budget is not overdrawn."""
+        ...
+
+    async def charge(self, key: str, limit: int, window_s: float, cost: int) -> RateLimitDecision:
+        """Spend ``cost`` units, even past the limit; ``allowed`` says whether they fitted."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _validate(limit: int, window_s: float, cost: int) -> int:
+    if limit < 1 or window_s <= 0 or cost < 0:
+        raise ValueError(f"rate limit needs limit >= 1, window_s > 0, cost >= 0 (got {limit}, {window_s}, {cost})")
+    return round(window_s * _US)
+
+
+def gcra(tat: int | None, now: int, limit: int, window_us: int, cost: int, charge: bool) -> tuple[int, list[int]]:
+    """One GCRA step in microseconds: ``(new_tat, [allowed, remaining, reset_us, retry_us])``. Mirrors ``_LUA``."""
+    interval = max(1, window_us // limit)
+    tau = interval * limit
+    tat = now if tat is None or tat < now else tat
+    new_tat = tat + cost * interval
+    allowed = new_tat - tau <= now
+    retry = 0 if allowed else new_tat - tau - now
+    if not allowed and not charge:
+        new_tat = tat
+    remaining = max(0, min(limit, (now + tau - new_tat) // interval))
+    return new_tat, [int(allowed), remaining, new_tat - now, retry]
+
+
+def _decision(limit: int, raw: list[Any]) -> RateLimitDecision:
+    allowed, remaining, reset_us, retry_us = (int(v) for v in raw)
+    return RateLimitDecision(bool(allowed), limit, remaining, reset_us / _US, retry_us / _US)
+
+
+class InProcessRateLimiter:
+    """Budgets in a dict of this process (the embedded default; one replica).
+
+    Args:
+        clock_us: Monotonic microseconds (tests may pass a fake).
+    """
+
+    def __init__(self, clock_us: Callable[[], int] | None = None) -> None:
+        self._clock = clock_us or (lambda: time.monotonic_ns() // 1000)
+        self._tat: dict[str, int] = {}
+        self._sweep_at = 1024
+
+    async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> RateLimitDecision:
+        return self._step(key, limit, window_s, cost, charge=False)
+
+    async def charge(self, key: str, limit: int, window_s: float, cost: int) -> RateLimitDecision:
+        return self._step(key, limit, window_s, cost, charge=True)
+
+    def _step(self, key: str, limit: int, window_s: float, cost: int, charge: bool) -> RateLimitDecision:
+        # NOTE: no await between reading and writing the TAT: atomic on the event loop.
+        window_us = _validate(limit, window_s, cost)
+        now = self._clock()
+        new_tat, raw = gcra(self._tat.get(key), now, limit, window_us, cost, charge)
+        if new_tat > now:
+            self._tat[key] = new_tat
+        if len(self._tat) > self._sweep_at:
+            self._tat = {k: t for k, t in self._tat.items() if t > now}  # a past TAT equals no entry
+            self._sweep_at = max(1024, 2 * len(self._tat))
+        return _decision(limit, raw)
+
+    async def close(self) -> None:
+        self._tat.clear()
+
+
+# KEYS[1]: the key. ARGV: limit, window_us, cost, charge (0/1). Same arithmetic as ``gcra``.
+# NOTE: the clock is the server's TIME, so replicas with skewed clocks share one timeline.
+_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local interval = math.max(1, math.floor(tonumber(ARGV[2]) / limit))
+local tau = interval * limit
+local cost = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + cost * interval
+local allowed = new_tat - tau <= now
+local retry = 0
+if not allowed then retry = new_tat - tau - now end
+if allowed or ARGV[4] == '1' then
+  if new_tat > now then
+    redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+  end
+else
+  new_tat = tat
+end
+local remaining = math.max(0, math.min(limit, math.floor((now + tau - new_tat) / interval)))
+return {allowed and 1 or 0, remaining, new_tat - now, retry}
+"""
+
+
+class RedisRateLimiter:
+    """Budgets in Redis, shared by every Ingress replica: one Lua script, one round trip per decision.
+
+    Args:
+        url: ``redis://...``.
+        prefix: Prepended to every key (``<prefix>:<key>``).
+        fail_open: When Redis fails, admit (True) or refuse (False). Public, so
+            a reconfigure may change it.
+        timeout_s: Connect and socket timeout; no retries, so a dead Redis costs
+            at most about this long per decision.
+        warn_interval_s: Redis failures are logged at most this often.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "agentserve:rl",
+        fail_open: bool = True,
+        timeout_s: float = 0.25,
+        warn_interval_s: float = 30.0,
+    ) -> None:
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.redis: Any = redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        )
+        self._script = self.redis.register_script(_LUA)
+        self.prefix = prefix
+        self.fail_open = fail_open
+        self.warn_interval_s = warn_interval_s
+        self._last_warning = -math.inf
+
+    async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> RateLimitDecision:
+        return await self._run(key, limit, window_s, cost, charge=False)
+
+    async def charge(self, key: str, limit: int, window_s: float, cost: int) -> RateLimitDecision:
+        return await self._run(key, limit, window_s, cost, charge=True)
+
+    async def _run(self, key: str, limit: int, window_s: float, cost: int, charge: bool) -> RateLimitDecision:
+        window_us = _validate(limit, window_s, cost)
+        try:
+            raw = await self._script(keys=[f"{self.prefix}:{key}"], args=[limit, window_us, cost, int(charge)])
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            return self._fallback(limit, exc)
+        return _decision(limit, raw)
+
+    def _fallback(self, limit: int, exc: BaseException) -> RateLimitDecision:
+        now = time.monotonic()
+        if now - self._last_warning >= self.warn_interval_s:
+            self._last_warning = now
+            action = "admitting (fail open)" if self.fail_open else "refusing (fail closed)"
+            logger.warning("rate limiter: Redis unavailable (%s: %s); %s", type(exc).__name__, exc, action)
+        if self.fail_open:
+            return RateLimitDecision(True, limit, limit, 0.0, 0.0)
+        return RateLimitDecision(False, limit, 0, 1.0, 1.0)
+
+    async def close(self) -> None:
+        await self.redis.aclose()

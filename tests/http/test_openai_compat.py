@@ -1,0 +1,283 @@
+"""The OpenAI-compatible API through the official ``openai`` client, in-process (ASGITransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+
+from agent.config import AgentConfig
+from agent.llm import LLMEndpoint, OpenAILLMClient
+from agent.loop import Agent
+from memory.in_memory import InMemoryConversationStore
+from serve_app.http.app import create_app
+from serve_app.http.identity import Principal
+from serve_app.http.openai_compat.protocol import ChatCompletionRequest
+from serve_app.http.openai_compat.serving import stream_chunks, to_chat_request
+from serve_app.inprocess import InProcessAgentService
+from serve_app.scripted_llm import ScriptedLLMServer
+from tools import build_registry
+
+MODEL = "agentserve"
+
+
+@pytest.fixture
+def app(scripted_llm: ScriptedLLMServer) -> FastAPI:
+    llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="scripted", max_retries=0))
+    tools = build_registry()
+    agent = Agent(llm, tools, InMemoryConversationStore(), AgentConfig(tool_timeout_s=1, max_steps=2))
+    return create_app(InProcessAgentService(agent, tools))
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture
+async def oai(http: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url="http://test/v1", api_key="x", http_client=http, max_retries=0)
+
+
+def data_lines(text: str) -> list[str]:
+    return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
+
+
+def user_messages(scripted_llm: ScriptedLLMServer) -> list[list[str]]:
+    """Per LLM call, the contents of the user messages it was sent."""
+    return [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in scripted_llm.app.state.requests]
+
+
+async def test_models_lists_the_agent(oai: openai.AsyncOpenAI) -> None:
+    models = [m async for m in oai.models.list()]
+    assert [(m.id, m.object) for m in models] == [(MODEL, "model")]
+
+
+async def test_model_name_comes_from_create_app(scripted_llm: ScriptedLLMServer) -> None:
+    app = create_app(InProcessAgentService(None, None), model_name="helper")  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/v1/models")).json()["data"][0]["id"] == "helper"
+
+
+async def test_completion_runs_the_servers_tools(oai: openai.AsyncOpenAI, http: httpx.AsyncClient) -> None:
+    raw = await oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 12*12?"}]
+    )
+    completion = raw.parse()
+    assert completion.object == "chat.completion" and completion.id.startswith("chatcmpl-")
+    assert completion.model == MODEL and len(completion.choices) == 1
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    assert "144" in (choice.message.content or "") and not choice.message.tool_calls
+    assert completion.usage and completion.usage.total_tokens > 0
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    session = raw.headers["x-session-id"]
+    assert session and (completion.model_extra or {}).get("session_id") == session
+
+
+async def test_max_steps_is_finish_reason_length(oai: openai.AsyncOpenAI) -> None:
+    completion = await oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "loop"}])
+    assert completion.choices[0].finish_reason == "length"
+
+
+async def test_stream_with_usage(oai: openai.AsyncOpenAI, http: httpx.AsyncClient) -> None:
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "hello there"}]}]
+    stream = await oai.chat.completions.create(
+        model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    assert all(c.object == "chat.completion.chunk" and c.model == MODEL for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "You said: hello there"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    usage_chunks = [c for c in chunks if c.usage is not None]
+    assert len(usage_chunks) == 1 and usage_chunks[0] is chunks[-1] and chunks[-1].choices == []
+    assert usage_chunks[0].usage and usage_chunks[0].usage.total_tokens > 0
+
+    r = await http.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": messages, "stream": True, "stream_options": {"include_usage": True}},
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-accel-buffering"] == "no" and r.headers["cache-control"] == "no-cache"
+    assert r.headers["x-session-id"] and "event:" not in r.text
+    lines = data_lines(r.text)
+    assert lines[-1] == "[DONE]" and lines.count("[DONE]") == 1
+    objs = [json.loads(x) for x in lines[:-1]]
+    assert all("usage" in o for o in objs) and [o["usage"] is not None for o in objs].count(True) == 1
+    assert objs[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert objs[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+
+
+async def test_stream_without_usage_has_no_usage_field(http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    objs = [json.loads(x) for x in data_lines(r.text)[:-1]]
+    assert objs and all("usage" not in o for o in objs)
+
+
+async def test_session_id_continues_a_stored_session(oai: openai.AsyncOpenAI, scripted_llm: ScriptedLLMServer) -> None:
+    first = await oai.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "my name is Ada"}]
+    )
+    session = first.headers["x-session-id"]
+    scripted_llm.app.state.requests.clear()
+    second = await oai.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "ignored earlier message"}, {"role": "user", "content": "who am I?"}],
+        extra_body={"session_id": session},
+    )
+    assert (second.model_extra or {})["session_id"] == session
+    assert user_messages(scripted_llm) == [["my name is Ada", "who am I?"]]
+    # The header works too, for clients that cannot add body fields; streaming names the session.
+    scripted_llm.app.state.requests.clear()
+    stream = await oai.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "third"}],
+        stream=True,
+        extra_headers={"X-Session-ID": session},
+    )
+    assert stream.headers["x-session-id"] == session
+    _ = [c async for c in stream.parse()]
+    assert user_messages(scripted_llm) == [["my name is Ada", "who am I?", "third"]]
+
+
+async def test_request_history_without_session_becomes_a_transcript(
+    oai: openai.AsyncOpenAI, scripted_llm: ScriptedLLMServer
+) -> None:
+    await oai.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "client system prompts are ignored"},
+            {"role": "user", "content": "my name is Ada"},
+            {"role": "assistant", "content": "Hello Ada"},
+            {"role": "user", "content": "What is 12*12?"},
+        ],
+    )
+    sent = scripted_llm.app.state.requests[0]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"]
+    assert "client system prompts" not in json.dumps(sent)
+    assert sent[1]["content"] == (
+        "Earlier in this conversation:\nuser: my name is Ada\nassistant: Hello Ada\n\nCurrent message:\nWhat is 12*12?"
+    )
+
+
+def test_transcript_keeps_the_most_recent_history_that_fits() -> None:
+    big = "x" * 30_000
+    body = ChatCompletionRequest.model_validate(
+        {
+            "model": MODEL,
+            "messages": [
+                {"role": "user", "content": "old " + big},
+                {"role": "assistant", "content": "recent " + big[:5_000]},
+                {"role": "user", "content": "now"},
+            ],
+        }
+    )
+    message = to_chat_request(body, Principal(id="u1"), None).message
+    assert "old" not in message and "recent" in message and message.endswith("\nnow")
+
+
+async def test_unknown_model_is_not_found(oai: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        await oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "model_not_found" and info.value.param == "model"
+    assert info.value.type == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([], "messages"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "messages"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}],
+            "messages.0.content",
+        ),
+        ([{"role": "user", "content": ""}], "messages"),
+    ],
+)
+async def test_invalid_body_is_a_bad_request_naming_the_param(
+    oai: openai.AsyncOpenAI, messages: Any, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model=MODEL, messages=messages)
+    assert info.value.status_code == 400 and info.value.type == "invalid_request_error"
+    assert info.value.param is not None and info.value.param.startswith(param), info.value.body
+
+
+async def test_bad_session_header_and_json_are_openai_errors(http: httpx.AsyncClient) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    r = await http.post("/v1/chat/completions", json=body, headers={"X-Session-ID": "../etc"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "X-Session-ID"
+    r = await http.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    # Our own routes keep our error shape.
+    r = await http.post("/api/chat", json={})
+    assert r.status_code == 422 and r.json()["error"]["type"] == "validation_error"
+
+
+async def test_tools_from_the_client_are_ignored(oai: openai.AsyncOpenAI, scripted_llm: ScriptedLLMServer) -> None:
+    tool: Any = {"type": "function", "function": {"name": "client_side", "parameters": {"type": "object"}}}
+    await oai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], tools=[tool], tool_choice="auto", temperature=0.5
+    )
+    names = {t["function"]["name"] for t in scripted_llm.app.state.requests[0]["tools"]}
+    assert "client_side" not in names and "calculator" in names
+
+
+async def test_llm_failure(oai: openai.AsyncOpenAI, http: httpx.AsyncClient) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        await oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "fail: 503"}])
+    assert info.value.status_code == 503 and info.value.response.headers["retry-after"]
+    assert info.value.code == "llm_unavailable" and info.value.type == "server_error"
+
+    stream = await oai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "fail: 503"}], stream=True
+    )
+    with pytest.raises(openai.APIError) as err:
+        _ = [c async for c in stream]
+    assert err.value.code == "llm_unavailable" and "503" in err.value.message
+
+    r = await http.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "fail: 503"}], "stream": True},
+    )
+    lines = data_lines(r.text)
+    assert r.status_code == 200 and lines[-1] == "[DONE]"
+    assert json.loads(lines[-2]) == {
+        "error": {
+            "message": "the LLM provider failed (HTTP 503)",
+            "type": "server_error",
+            "param": None,
+            "code": "llm_unavailable",
+        }
+    }
+
+
+async def test_closing_the_stream_closes_the_turn(app: FastAPI, scripted_llm: ScriptedLLMServer) -> None:
+    chat_request = to_chat_request(
+        ChatCompletionRequest(model=MODEL, messages=[{"role": "user", "content": "slow: 40"}]),  # type: ignore[list-item]
+        Principal(id="u1"),
+        None,
+    )
+    chunks = stream_chunks(app.state.agent_service, chat_request, MODEL, include_usage=False)
+    assert '"role":"assistant"' in await anext(chunks)
+    assert '"content":"t0"' in await anext(chunks)
+    await chunks.aclose()  # what Starlette does when the client goes away
+    for _ in range(100):
+        if scripted_llm.app.state.aborted:
+            break
+        await asyncio.sleep(0.02)
+    assert scripted_llm.app.state.aborted and not scripted_llm.app.state.finished
