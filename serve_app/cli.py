@@ -1,4 +1,4 @@
-"""The ``agentserve`` command: run the platform locally, check configs, see status."""
+"""The ``agentserve`` command: run the platform locally, check configs, see status, tokens and keys."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
+from serve_app.cli_auth import add_auth_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
 
 DASHBOARD_PORT = 8265
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate Serve configs with Ray's schema and our args")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_check_config)
+    add_auth_commands(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

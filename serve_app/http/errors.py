@@ -111,11 +111,15 @@ def install_error_handlers(app: FastAPI) -> None:
             msg += f" (and {len(errors) - 1} more)"
         if _route_path(request).startswith(OPENAI_PREFIX + "/"):
             # The OpenAI-compatible API answers in OpenAI's error shape, and with 400 as OpenAI does.
-            return JSONResponse(ErrorResponse.build(400, msg, param=field).model_dump(), status_code=400)
+            param = None if first.get("type") == "json_invalid" else field
+            return JSONResponse(ErrorResponse.build(400, msg, param=param).model_dump(), status_code=400)
         return error_response(request, 422, "validation_error", msg, field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if _route_path(request).startswith(OPENAI_PREFIX + "/"):
+            body = ErrorResponse.build(exc.status_code, str(exc.detail)).model_dump()
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )

@@ -62,7 +62,9 @@ class RateLimiter(Protocol):
     """Where budgets are kept.
 
     Keys are opaque. ``limit`` and ``window_s`` come with every call, so a
-    changed configuration applies to the next decision, state kept.
+    changed configuration applies to the next decision. The state is the
+    fraction of the window spent, so that fraction survives a changed limit
+    (half spent stays half spent) and refills at the new rate.
     """
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> RateLimitDecision:

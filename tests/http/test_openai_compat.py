@@ -13,6 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from agent.config import AgentConfig
+from agent.dto import ChatRequest
+from agent.events import AgentEvent
 from agent.llm import LLMEndpoint, OpenAILLMClient
 from agent.loop import Agent
 from memory.in_memory import InMemoryConversationStore
@@ -61,9 +63,9 @@ async def test_models_lists_the_agent(oai: openai.AsyncOpenAI) -> None:
     assert [(m.id, m.object) for m in models] == [(MODEL, "model")]
 
 
-async def test_model_name_comes_from_create_app(scripted_llm: ScriptedLLMServer) -> None:
-    app = create_app(InProcessAgentService(None, None), model_name="helper")  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+async def test_model_name_comes_from_create_app(app: FastAPI) -> None:
+    named = create_app(app.state.agent_service, model_name="helper")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=named), base_url="http://t") as c:
         assert (await c.get("/v1/models")).json()["data"][0]["id"] == "helper"
 
 
@@ -117,6 +119,15 @@ async def test_stream_with_usage(oai: openai.AsyncOpenAI, http: httpx.AsyncClien
     assert all("usage" in o for o in objs) and [o["usage"] is not None for o in objs].count(True) == 1
     assert objs[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert objs[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+
+
+async def test_stream_keeps_tool_calls_server_side(oai: openai.AsyncOpenAI) -> None:
+    stream = await oai.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 12*12?"}], stream=True
+    )
+    chunks = [c async for c in stream]
+    assert not any(c.choices[0].delta.tool_calls for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "The result is 144."
 
 
 async def test_stream_without_usage_has_no_usage_field(http: httpx.AsyncClient) -> None:
@@ -222,7 +233,8 @@ async def test_bad_session_header_and_json_are_openai_errors(http: httpx.AsyncCl
     r = await http.post("/v1/chat/completions", json=body, headers={"X-Session-ID": "../etc"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "X-Session-ID"
     r = await http.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert r.status_code == 400 and r.json()["error"]["param"] is None
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     # Our own routes keep our error shape.
     r = await http.post("/api/chat", json={})
     assert r.status_code == 422 and r.json()["error"]["type"] == "validation_error"
@@ -266,18 +278,40 @@ async def test_llm_failure(oai: openai.AsyncOpenAI, http: httpx.AsyncClient) -> 
     }
 
 
+class ClosingRecorder:
+    """The in-process service, noting whether the turn's stream was closed."""
+
+    def __init__(self, inner: InProcessAgentService) -> None:
+        self.inner = inner
+        self.closed = False
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
+        stream = self.inner.stream(request)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            self.closed = True
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def test_closing_the_stream_closes_the_turn(app: FastAPI, scripted_llm: ScriptedLLMServer) -> None:
-    chat_request = to_chat_request(
-        ChatCompletionRequest(model=MODEL, messages=[{"role": "user", "content": "slow: 40"}]),  # type: ignore[list-item]
-        Principal(id="u1"),
-        None,
-    )
-    chunks = stream_chunks(app.state.agent_service, chat_request, MODEL, include_usage=False)
+    body = ChatCompletionRequest.model_validate({"model": MODEL, "messages": [{"role": "user", "content": "slow: 40"}]})
+    service = ClosingRecorder(app.state.agent_service)
+    chunks = stream_chunks(service, to_chat_request(body, Principal(id="u1"), None), MODEL, include_usage=False)  # type: ignore[arg-type]
     assert '"role":"assistant"' in await anext(chunks)
     assert '"content":"t0"' in await anext(chunks)
     await chunks.aclose()  # what Starlette does when the client goes away
+    assert service.closed
     for _ in range(100):
         if scripted_llm.app.state.aborted:
             break
         await asyncio.sleep(0.02)
     assert scripted_llm.app.state.aborted and not scripted_llm.app.state.finished
+
+
+async def test_unknown_v1_path_and_method_use_openai_error_shape(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/nope")
+    assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type"}
+    r = await client.get("/v1/chat/completions")
+    assert r.status_code == 405 and "message" in r.json()["error"]
