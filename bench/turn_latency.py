@@ -8,7 +8,8 @@ Ctrl-C or an error::
 
 The LLM is the scripted OpenAI-compatible server with zero latency, so what is
 measured is the serving stack: HTTP, the reasoning loop, two streamed LLM calls
-over HTTP, one calculator call, the in-memory store. Each stack is checked for
+over HTTP, one calculator call, the stores and (unless ``--agent`` turns it off)
+semantic memory, all on the embedded defaults in a fresh temp dir. Each stack is checked for
 the right answer, warmed up, then driven by wrk at concurrency 1 (sequential)
 and 32. The baseline runs before Ray starts, so Ray's idle daemons do not slow it.
 Results go to ``bench/results/turn_latency.json``.

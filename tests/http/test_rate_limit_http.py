@@ -139,13 +139,16 @@ async def test_a_config_change_applies_to_the_next_request() -> None:
     h = build(requests_per_minute=1)
     async with h.client() as c:
         assert (await c.get("/api/things", params={"user_id": "alice"})).status_code == 200
-        assert (await c.get("/api/things", params={"user_id": "alice"})).status_code == 429
+        before = await c.get("/api/things", params={"user_id": "alice"})
         h.live.update({"requests_per_minute": 4})  # what the Ingress's reconfigure does
-        raised = await c.get("/api/things", params={"user_id": "alice"})
+        fresh = await c.get("/api/things", params={"user_id": "bob"})
+        spent = await c.get("/api/things", params={"user_id": "alice"})
         h.live.update({"enabled": False})
         off = [await c.get("/api/things", params={"user_id": "alice"}) for _ in range(10)]
-    assert raised.status_code == 200
-    assert limits(raised)[0] == 4
+    assert (before.status_code, before.headers["retry-after"]) == (429, "60")
+    assert (fresh.status_code, limits(fresh)[:2]) == (200, (4, 3))
+    # GCRA keeps the spent fraction of the window: alice stays at zero but refills at the new rate.
+    assert (spent.status_code, spent.headers["retry-after"], limits(spent)[:2]) == (429, "15", (4, 0))
     assert {r.status_code for r in off} == {200}
     assert not any("ratelimit-limit" in r.headers for r in off)
 

@@ -116,7 +116,9 @@ async def test_keys_are_independent(limiter: InProcessRateLimiter) -> None:
 
 
 @pytest.mark.parametrize(("limit", "window_s", "cost"), [(0, 60, 1), (10, 0, 1), (10, 60, -1)])
-async def test_invalid_arguments_are_refused(limiter: InProcessRateLimiter, limit: int, window_s: float, cost: int) -> None:
+async def test_invalid_arguments_are_refused(
+    limiter: InProcessRateLimiter, limit: int, window_s: float, cost: int
+) -> None:
     with pytest.raises(ValueError, match="rate limit"):
         await limiter.hit("k", limit, window_s, cost)
 
