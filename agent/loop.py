@@ -52,6 +52,7 @@ class _Turn:
     records: dict[str, ToolCallRecord] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     response: ChatResponse | None = None
+    message_vector: list[float] | None = None  # the user message's embedding, once per turn
 
 
 class Agent:
@@ -141,7 +142,7 @@ class Agent:
 
         history = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
         user_msg = Message(role=Role.USER, content=request.message)
-        system = Message(role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message))
+        system = Message(role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message, turn))
         budget = max(self.context_window - (cfg.max_tokens or 0), 1)
         messages = fit_to_budget(system, history, [user_msg], budget, self.token_counter)
         specs = await self.tool_specs()
@@ -232,7 +233,7 @@ class Agent:
         turn.response = response
         if self.memory is not None and self.config.remember_messages:
             try:
-                await self.memory.remember(request.user, request.message, session_id)
+                await self.memory.remember(request.user, request.message, session_id, vector=turn.message_vector)
             except Exception as exc:  # memory is an aid: a failure never fails the turn
                 self.memory.warn("remember", exc)
         yield MessageEvent(message_id=reply.id, content=response.response)
@@ -255,12 +256,14 @@ class Agent:
             finish_reason="max_steps" if response.finish_reason == "max_steps" else "stop",
         )
 
-    async def _system_prompt(self, user: str, session_id: str, message: str) -> str:
+    async def _system_prompt(self, user: str, session_id: str, message: str, turn: _Turn) -> str:
         prompt = self.config.system_prompt
         if self.memory is None or self.config.memory_top_k == 0:
             return prompt
         try:
-            hits = await self.memory.recall(user, message, self.config.memory_top_k + 5)
+            hits, turn.message_vector = await self.memory.recall_with_vector(
+                user, message, self.config.memory_top_k + 5
+            )
         except Exception as exc:
             self.memory.warn("recall", exc)
             return prompt

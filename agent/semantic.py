@@ -45,21 +45,32 @@ class SemanticMemory:
         self._last_warning = 0.0
 
     async def remember(
-        self, user_id: str, text: str, session_id: str | None = None, kind: str = "message"
+        self,
+        user_id: str,
+        text: str,
+        session_id: str | None = None,
+        kind: str = "message",
+        vector: list[float] | None = None,
     ) -> MemoryItem:
+        """Store ``text``; pass ``vector`` when it was embedded already (a turn's recall did)."""
         text = text.strip()
         if not text:
             raise InvalidRequestError("text must not be empty", field="text")
         item = MemoryItem(user_id=user_id, session_id=session_id, kind=kind, text=text)
-        [vector] = await self.embedder.embed([text])
+        if vector is None:
+            [vector] = await self.embedder.embed([text])
         await self.store.add([item], [vector])
         return item
 
     async def recall(self, user_id: str, query: str, k: int) -> list[MemoryHit]:
+        return (await self.recall_with_vector(user_id, query, k))[0]
+
+    async def recall_with_vector(self, user_id: str, query: str, k: int) -> tuple[list[MemoryHit], list[float]]:
+        """The hits and the query's vector, so a turn embeds its message once."""
         if not query.strip():
             raise InvalidRequestError("query must not be empty", field="q")
         [vector] = await self.embedder.embed([query])
-        return await self.store.search(user_id, vector, k)
+        return await self.store.search(user_id, vector, k), vector
 
     async def forget(self, user_id: str, item_id: str) -> None:
         await self.store.delete(user_id, item_id)

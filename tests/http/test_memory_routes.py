@@ -76,3 +76,24 @@ async def test_memory_search_tool_is_offered_and_scoped(
         "/api/chat", json={"message": 'tool: memory_search {"query": "Lisbon flight"}', "user_id": "gus"}
     )
     assert "Lisbon" not in r.json()["tool_calls"][0]["result"]
+
+
+async def test_a_turn_embeds_its_message_once(scripted_llm: ScriptedLLMServer) -> None:
+    from agent.config import AgentConfig
+    from agent.dto import ChatRequest
+    from agent.llm import LLMEndpoint, OpenAILLMClient
+    from agent.loop import Agent
+    from agent.semantic import SemanticMemory
+    from memory.in_memory import InMemoryConversationStore
+    from memory.vector_in_memory import InMemoryVectorMemory
+    from tests.support.fake_embedder import HashingEmbedder
+    from tools import build_registry
+
+    embedder = HashingEmbedder()
+    llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="s", max_retries=0))
+    agent = Agent(llm, build_registry(), InMemoryConversationStore(), AgentConfig(),
+                  memory=SemanticMemory(embedder, InMemoryVectorMemory()))  # fmt: skip
+    await agent.chat(ChatRequest(message="hello there", user_id="once"))
+    assert embedder.calls == [["hello there"]]
+    hits = await agent.memory.recall("once", "hello there", 1)  # type: ignore[union-attr]
+    assert hits[0].item.text == "hello there"

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from serve_app.auth.config import AuthSettings
 
-SECRET = "k3y-for-tests-0123456789abcdef-0123456789"  # 41 bytes, not a placeholder
+SECRET = "k3y-for-tests-0123456789abcdef-0123456789abcdef-0123456789abcdef"  # 64 bytes, no placeholder
 
 
 def make_settings(**overrides: Any) -> AuthSettings:
@@ -48,9 +48,11 @@ def private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
 
 
 def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def _b64(data: bytes) -> str:
