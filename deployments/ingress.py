@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
@@ -12,6 +13,9 @@ from agent.dto import ChatRequest, ChatResponse
 from agent.events import AgentEvent
 from deployments.handles import HandleAgentService
 from serve_app.http.app import create_app
+from serve_app.ratelimit.config import LiveRateLimitConfig
+from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from serve_app.settings import Settings
 
 
 @serve.ingress()
@@ -25,9 +29,22 @@ class IngressDeployment:
 
     def __init__(self, agent: DeploymentHandle, tool_executor: DeploymentHandle) -> None:
         self.service = HandleAgentService(agent, tool_executor)
+        settings = Settings()
+        self.rate_limits = LiveRateLimitConfig()
+        self.limiter: RateLimiter = (
+            RedisRateLimiter(settings.redis_url.get_secret_value(), fail_open=self.rate_limits.get().fail_open)
+            if settings.redis_url
+            else InProcessRateLimiter()
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.service)
+        return create_app(self.service, rate_limiter=self.limiter, rate_limits=self.rate_limits)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live settings: ``rate_limit`` (see ``RateLimitConfig``); invalid values change nothing."""
+        cfg = self.rate_limits.update((user_config or {}).get("rate_limit", {}))
+        if isinstance(self.limiter, RedisRateLimiter):
+            self.limiter.fail_open = cfg.fail_open
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """``serve.get_app_handle("agentserve").chat.remote(ChatRequest(...))``."""

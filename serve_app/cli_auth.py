@@ -12,11 +12,9 @@ from typing import TypeVar
 
 from agent.errors import AgentError
 from agent.keys import SCOPES, ApiKeyStore
-from memory.factory import build_conversation_store
 from serve_app.auth import api_keys
 from serve_app.auth.api_keys import ApiKeyInfo
 from serve_app.auth.config import AuthSettings
-from serve_app.auth.jwt import mint_token
 from serve_app.settings import Settings
 
 R = TypeVar("R")
@@ -31,6 +29,8 @@ def _scopes(text: str) -> list[str]:
 
 
 def cmd_token_mint(args: argparse.Namespace) -> int:
+    from serve_app.auth.jwt import mint_token  # NOTE: imported here, so `agentserve run` starts without it
+
     private_key = Path(args.private_key).read_text() if args.private_key else None
     token = mint_token(args.sub, args.scopes, args.ttl, AuthSettings(), private_key_pem=private_key, kid=args.kid)
     print(token)
@@ -39,6 +39,8 @@ def cmd_token_mint(args: argparse.Namespace) -> int:
 
 def _with_store(use: Callable[[ApiKeyStore], Awaitable[R]]) -> R:
     """Run ``use`` against the store of DATABASE_URL / AGENTSERVE_DATA_DIR (migrated first)."""
+    from memory.factory import build_conversation_store  # NOTE: imported here: psycopg is slow to import
+
     settings = Settings()
     url = settings.database_url.get_secret_value() if settings.database_url else None
     store = build_conversation_store(url, settings.agentserve_data_dir)

@@ -39,6 +39,13 @@ def validate_serve_config(config: dict[str, Any]) -> None:
             except Exception as exc:
                 raise ValueError(f"application {app.get('name')!r}: invalid args: {exc}") from exc
         for dep in app.get("deployments", []):
+            if dep.get("name") == "Ingress" and "user_config" in dep:
+                from serve_app.ratelimit.config import RateLimitConfig
+
+                try:
+                    RateLimitConfig.model_validate(dep["user_config"].get("rate_limit", {}))
+                except Exception as exc:
+                    raise ValueError(f"deployment 'Ingress': invalid user_config.rate_limit: {exc}") from exc
             if dep.get("name") == "Agent" and "user_config" in dep:
                 try:
                     AgentConfig.model_validate(dep["user_config"])

@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from agent.errors import AgentError
 from agent.keys import SCOPES, ApiKeyStore, Scope
 from serve_app.auth.api_keys import looks_like_api_key, verify_api_key
 from serve_app.auth.config import AuthSettings
@@ -24,12 +26,14 @@ from serve_app.auth.jwt import JwtVerifier
 from serve_app.http import identity
 from serve_app.http.errors import error_response
 from serve_app.http.identity import Principal
+from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
 bearer_scheme = HTTPBearer(auto_error=False, description="A JWT, or an API key (as_...)")
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (as_...)")
 
+PUBLIC_PATHS = frozenset({"/live", "/ready", "/health"})
 DEVELOPMENT_SCOPES = frozenset(s for s in SCOPES if s != "admin")
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="agentserve"'}
 
@@ -112,6 +116,24 @@ MemoryPrincipal = Annotated[Principal, Depends(require_scopes("memory"))]
 AdminPrincipal = Annotated[Principal, Depends(require_scopes("admin"))]
 
 
+def unprotected_routes(app: FastAPI, public: frozenset[str] = PUBLIC_PATHS) -> list[str]:
+    """The app's operations, health probes aside, that ask for no credential: each one a hole.
+
+    Read from the OpenAPI document (every route that depends on ``get_principal``
+    lists our security schemes there); a test of the whole app asserting this is
+    empty keeps a new route from skipping auth. Routes hidden from the schema are
+    not seen.
+    """
+    document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    return [
+        f"{method.upper()} {path}"
+        for path, operations in document.get("paths", {}).items()
+        if path not in public
+        for method, operation in operations.items()
+        if not operation.get("security")
+    ]
+
+
 def log_auth_mode(settings: AuthSettings) -> None:
     """Say at start-up how callers are authenticated; loudly when they are not."""
     if settings.disabled:
@@ -145,13 +167,26 @@ def install_auth(app: FastAPI, settings: AuthSettings, key_store: ApiKeyStore | 
     log_auth_mode(settings)
 
 
+def _openai_path(request: Request) -> bool:
+    path, root = request.url.path, request.scope.get("root_path", "")
+    path = path[len(root) :] if root and path.startswith(root) else path
+    return path.startswith(OPENAI_PREFIX + "/")
+
+
+def _auth_error(request: Request, status: int, exc: AgentError, headers: dict[str, str] | None) -> JSONResponse:
+    if _openai_path(request):  # the OpenAI-compatible API answers in OpenAI's error shape
+        body = ErrorResponse.build(status, exc.message, code=exc.code).model_dump()
+        return JSONResponse(body, status_code=status, headers=headers)
+    return error_response(request, status, exc.code, exc.message, exc.field, headers=headers)
+
+
 def install_auth_error_handlers(app: FastAPI) -> None:
-    """401 with ``WWW-Authenticate: Bearer``, 403; in the one error body shape."""
+    """401 with ``WWW-Authenticate: Bearer``, and 403, in our error shape (OpenAI's under ``/v1``)."""
 
     @app.exception_handler(UnauthorizedError)
     async def _unauthorized(request: Request, exc: UnauthorizedError) -> JSONResponse:
-        return error_response(request, 401, exc.code, exc.message, exc.field, headers=WWW_AUTHENTICATE)
+        return _auth_error(request, 401, exc, dict(WWW_AUTHENTICATE))
 
     @app.exception_handler(ForbiddenError)
     async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
-        return error_response(request, 403, exc.code, exc.message, exc.field)
+        return _auth_error(request, 403, exc, None)

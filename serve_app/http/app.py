@@ -9,9 +9,19 @@ from serve_app.http.middleware import RequestIdMiddleware
 from serve_app.http.openai_compat import router as openai_router
 from serve_app.http.routes import chat, health, memory, sessions, tools
 from serve_app.http.services import AgentService
+from serve_app.ratelimit.config import LiveRateLimitConfig
+from serve_app.ratelimit.http import RateLimitMiddleware
+from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter
 
 
-def create_app(service: AgentService, *, heartbeat_s: float = 15.0, model_name: str = "agentserve") -> FastAPI:
+def create_app(
+    service: AgentService,
+    *,
+    heartbeat_s: float = 15.0,
+    model_name: str = "agentserve",
+    rate_limiter: RateLimiter | None = None,
+    rate_limits: LiveRateLimitConfig | None = None,
+) -> FastAPI:
     """Build the HTTP app around an ``AgentService``.
 
     Args:
@@ -19,12 +29,19 @@ def create_app(service: AgentService, *, heartbeat_s: float = 15.0, model_name: 
         heartbeat_s: Interval of the SSE comment heartbeat that keeps idle
             streams (a long tool call) open through proxies.
         model_name: The agent's model name on the OpenAI-compatible API (``/v1``).
+        rate_limiter: Where rate-limit state lives (Redis shared by every Ingress
+            replica, or this process).
+        rate_limits: The live limits; the Ingress updates them from ``user_config``.
     """
+    limiter = rate_limiter or InProcessRateLimiter()
+    live = rate_limits or LiveRateLimitConfig()
     app = FastAPI(title="agentserve", version="0.1.0", description="An LLM agent platform on Ray Serve.")
     app.state.agent_service = service
     app.state.health_cache = None
     app.state.heartbeat_s = heartbeat_s
     app.state.agent_model_name = model_name
+    app.state.rate_limiter = limiter
+    app.state.rate_limit_config = live
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(tools.router)
@@ -32,5 +49,7 @@ def create_app(service: AgentService, *, heartbeat_s: float = 15.0, model_name: 
     app.include_router(memory.router)
     app.include_router(health.router)
     app.include_router(openai_router.router)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, config_provider=live.get)
+    # NOTE: added last = outermost, so a 429 body carries the request id too.
     app.add_middleware(RequestIdMiddleware)
     return app

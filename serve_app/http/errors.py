@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,7 +73,7 @@ def error_response(
     type_: str,
     message: str,
     field: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     rid = getattr(request.state, "request_id", None) if request is not None else None
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, field=field, request_id=rid))

@@ -32,6 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -173,7 +176,9 @@ class RedisRateLimiter:
         fail_open: When Redis fails, admit (True) or refuse (False). Public, so
             a reconfigure may change it.
         timeout_s: Connect and socket timeout; no retries, so a dead Redis costs
-            at most about this long per decision.
+            at most about this long per decision. NOTE: a reply later than this
+            is a failure too (the spend may have happened): under fail open an
+            overloaded replica admits more than the limit.
         warn_interval_s: Redis failures are logged at most this often.
     """
 
@@ -186,10 +191,6 @@ class RedisRateLimiter:
         timeout_s: float = 0.25,
         warn_interval_s: float = 30.0,
     ) -> None:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.redis: Any = redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
         )
@@ -198,6 +199,7 @@ class RedisRateLimiter:
         self.fail_open = fail_open
         self.warn_interval_s = warn_interval_s
         self._last_warning = -math.inf
+        self.fallbacks = 0  # decisions taken without Redis (fail open or closed)
 
     async def hit(self, key: str, limit: int, window_s: float, cost: int = 1) -> RateLimitDecision:
         return await self._run(key, limit, window_s, cost, charge=False)
@@ -214,6 +216,7 @@ class RedisRateLimiter:
         return _decision(limit, raw)
 
     def _fallback(self, limit: int, exc: BaseException) -> RateLimitDecision:
+        self.fallbacks += 1
         now = time.monotonic()
         if now - self._last_warning >= self.warn_interval_s:
             self._last_warning = now

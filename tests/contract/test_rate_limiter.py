@@ -18,6 +18,11 @@ from tests.support.services import redis_url_or_fail
 CLOSED_PORT_URL = "redis://127.0.0.1:1/15"
 
 
+def patient(url: str, prefix: str) -> RedisRateLimiter:
+    """Fail closed with a long timeout: a late reply takes the fallback, and 0.25 s is tight on a loaded machine."""
+    return RedisRateLimiter(url, prefix=prefix, timeout_s=10.0, fail_open=False)
+
+
 @pytest.fixture
 def redis_prefix() -> Iterator[tuple[str, str]]:
     """A Redis URL (db 15) and a prefix of this test's own; its keys are deleted afterwards."""
@@ -36,11 +41,12 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
     made: RateLimiter
     if request.param == "redis":
         url, prefix = request.getfixturevalue("redis_prefix")
-        made = RedisRateLimiter(url, prefix=prefix)
+        made = patient(url, prefix)
     else:
         made = InProcessRateLimiter()
     yield made
     await made.close()
+    assert getattr(made, "fallbacks", 0) == 0
 
 
 async def test_100_parallel_hits_against_10_admit_exactly_10(limiter: RateLimiter) -> None:
@@ -83,23 +89,24 @@ async def test_the_budget_refills(limiter: RateLimiter) -> None:
 
 async def test_five_replicas_admit_exactly_10_of_100(redis_prefix: tuple[str, str]) -> None:
     url, prefix = redis_prefix
-    replicas = [RedisRateLimiter(url, prefix=prefix) for _ in range(5)]
+    replicas = [patient(url, prefix) for _ in range(5)]
     try:
         decisions = await asyncio.gather(*(replicas[i % 5].hit("shared", 10, 60) for i in range(100)))
     finally:
         for replica in replicas:
             await replica.close()
+    assert [r.fallbacks for r in replicas] == [0] * 5
     assert sum(d.allowed for d in decisions) == 10
 
 
 def _replica_process(url: str, prefix: str, start: Any, results: Any) -> None:
-    async def run() -> int:
-        limiter = RedisRateLimiter(url, prefix=prefix)
+    async def run() -> tuple[int, int]:
+        limiter = patient(url, prefix)
         await limiter.redis.ping()  # connected before the start line
         start.wait(30)
         decisions = await asyncio.gather(*(limiter.hit("shared", 10, 60) for _ in range(20)))
         await limiter.close()
-        return sum(d.allowed for d in decisions)
+        return sum(d.allowed for d in decisions), limiter.fallbacks
 
     results.put(asyncio.run(run()))
 
@@ -117,12 +124,13 @@ def test_five_processes_admit_exactly_10_of_100(redis_prefix: tuple[str, str]) -
         for proc in procs:
             proc.join(10)
     assert all(proc.exitcode == 0 for proc in procs)
-    assert sum(admitted) == 10
+    assert [fallbacks for _, fallbacks in admitted] == [0] * 5
+    assert sum(allowed for allowed, _ in admitted) == 10
 
 
 async def test_the_state_is_on_the_server_clock(redis_prefix: tuple[str, str]) -> None:
     url, prefix = redis_prefix
-    limiter = RedisRateLimiter(url, prefix=prefix)
+    limiter = patient(url, prefix)
     try:
         await limiter.hit("k", 10, 60)
         seconds, micros = await limiter.redis.time()
@@ -144,6 +152,7 @@ async def test_redis_down_takes_the_configured_side_and_warns_once(
         decisions = [await limiter.hit("k", 10, 60) for _ in range(20)]
         decisions += [await limiter.charge("tok", 100, 60, 5) for _ in range(5)]
     await limiter.close()
+    assert limiter.fallbacks == 25
     assert all(d.allowed is fail_open for d in decisions)
     if not fail_open:
         assert all(d.retry_after_s >= 1 for d in decisions)

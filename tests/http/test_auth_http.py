@@ -15,7 +15,7 @@ from agent.dto import utcnow
 from memory.in_memory import InMemoryConversationStore
 from serve_app.auth.api_keys import create_api_key
 from serve_app.auth.config import AuthSettings
-from serve_app.auth.deps import ChatPrincipal, PrincipalDep, ToolsPrincipal, install_auth
+from serve_app.auth.deps import ChatPrincipal, PrincipalDep, ToolsPrincipal, install_auth, unprotected_routes
 from serve_app.http.errors import install_error_handlers
 from serve_app.http.identity import Principal
 from serve_app.http.middleware import RequestIdMiddleware
@@ -68,6 +68,10 @@ def build_app(auth: AuthSettings | None, store: InMemoryConversationStore) -> Fa
     @app.post("/api/tools/{name}")
     async def run_tool(name: str, principal: ToolsPrincipal) -> dict[str, Any]:
         return who(principal)
+
+    @app.get("/v1/models")
+    async def models(principal: PrincipalDep) -> dict[str, Any]:
+        return {"object": "list", "data": []}
 
     app.include_router(health.router)
     app.include_router(keys.router)
@@ -132,6 +136,13 @@ async def test_no_credentials_is_401_with_www_authenticate(client: httpx.AsyncCl
     assert_401(await client.get("/api/whoami", headers={"Authorization": "Basic YWxpY2U6cHc="}))
 
 
+async def test_the_openai_api_answers_401_in_openai_shape(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/models", headers=bearer("garbage"))
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert r.json()["error"]["type"] == "authentication_error" and r.json()["error"]["code"] == "unauthorized"
+    assert (await client.get("/v1/models", headers=bearer(token()))).status_code == 200
+
+
 async def test_a_user_id_is_no_credential_when_auth_is_required(client: httpx.AsyncClient) -> None:
     assert_401(await client.get("/api/whoami?user_id=alice", headers={"X-User-ID": "alice"}))
 
@@ -190,6 +201,17 @@ async def test_a_missing_scope_is_403(client: httpx.AsyncClient, store: InMemory
 async def test_health_routes_need_no_credentials(client: httpx.AsyncClient) -> None:
     for path in ("/live", "/ready", "/health"):
         assert (await client.get(path)).status_code == 200, path
+
+
+def test_every_route_but_the_health_probes_asks_for_the_principal(store: InMemoryConversationStore) -> None:
+    app = build_app(settings(), store)
+    assert unprotected_routes(app) == []
+
+    @app.get("/api/forgotten")
+    async def forgotten() -> dict[str, str]:
+        return {}
+
+    assert unprotected_routes(app) == ["GET /api/forgotten"]
 
 
 async def test_an_app_without_auth_installed_fails_closed(make_client: ClientFactory) -> None:

@@ -16,6 +16,8 @@ import pytest
 from serve_app.scripted_llm import ScriptedLLMServer
 
 APP_NAME = "agentserve"
+# The tests share one client IP; the limits themselves are tested in the http and contract tiers.
+NO_RATE_LIMIT = {"Ingress": {"user_config": {"rate_limit": {"enabled": False}}}}
 
 
 def free_port() -> int:
@@ -71,7 +73,7 @@ def deployed_app(serve_port: int, scripted_llm_server: ScriptedLLMServer) -> str
         "llm": {"base_url": scripted_llm_server.base_url, "model": "scripted", "max_retries": 0},
         "agent": {"tool_timeout_s": 5},
     }
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build_app(args, options=NO_RATE_LIMIT), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://127.0.0.1:{serve_port}"
 
 

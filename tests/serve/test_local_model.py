@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from tests.serve.conftest import NO_RATE_LIMIT
 from tests.support.sse import parse_sse
 
 pytestmark = [pytest.mark.serve, pytest.mark.localmodel]
@@ -24,7 +25,7 @@ def local_stack(serve_port: int) -> Iterator[str]:
         "llm": {"local_base_url": f"http://127.0.0.1:{serve_port}/llm/v1", "max_retries": 0, "timeout_s": 120},
         "agent": {"max_tokens": 48, "max_steps": 2, "memory_top_k": 0, "remember_messages": False},
     }
-    serve.run(build_app(args), name="agentserve-local", route_prefix="/local", blocking=False)
+    serve.run(build_app(args, options=NO_RATE_LIMIT), name="agentserve-local", route_prefix="/local", blocking=False)
     try:
         yield f"http://127.0.0.1:{serve_port}"
     finally:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from serve_app.scripted_llm import ScriptedLLMServer
+from tests.serve.conftest import NO_RATE_LIMIT
 from tests.support.services import redis_url_or_fail
 from tests.support.tcp_proxy import TcpProxy
 
@@ -28,7 +29,10 @@ def pg_app(
     proxied = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     env = {"DATABASE_URL": proxied, "REDIS_URL": redis_url_or_fail(), "AGENTSERVE_DATA_DIR": data_dir + "-pg"}
     args = {"llm": {"base_url": scripted_llm_server.base_url, "model": "scripted", "max_retries": 0}}
-    options = {"Agent": {"ray_actor_options": {"num_cpus": 0.25, "runtime_env": {"env_vars": env}}}}
+    options = {
+        "Agent": {"ray_actor_options": {"num_cpus": 0.25, "runtime_env": {"env_vars": env}}},
+        **NO_RATE_LIMIT,
+    }
     serve.run(build_app(args, options=options), name="agentserve-pg", route_prefix="/pg", blocking=False)
     try:
         yield f"http://127.0.0.1:{serve_port}/pg", proxy

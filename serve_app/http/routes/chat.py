@@ -10,10 +10,11 @@ from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent.dto import ID_PATTERN, ChatRequest, ChatResponse
-from agent.events import ErrorEvent
+from agent.events import DoneEvent, ErrorEvent
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
 from serve_app.http.identity import Principal, PrincipalDep, acting_user
+from serve_app.ratelimit.http import charge_tokens
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -36,15 +37,28 @@ def _prepare(body: ChatRequest, principal: Principal, key: str | None) -> ChatRe
     return body.model_copy(update=update)
 
 
+async def _charge(request: Request, principal: Principal, tokens: int) -> None:
+    """Count the turn's LLM tokens against the principal's per-minute budget."""
+    if principal.kind != "anonymous" and tokens > 0:
+        state = request.app.state
+        await charge_tokens(state.rate_limiter, state.rate_limit_config.get(), principal.id, tokens)
+
+
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
 @router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
 async def chat(
-    body: ChatRequest, agent: AgentServiceDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None
+    body: ChatRequest,
+    agent: AgentServiceDep,
+    principal: PrincipalDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse:
     """Send a message and get the agent's reply once the turn is done."""
-    return await agent.chat(_prepare(body, principal, idempotency_key))
+    response = await agent.chat(_prepare(body, principal, idempotency_key))
+    await _charge(request, principal, response.usage.total_tokens)
+    return response
 
 
 @router.post(
@@ -65,6 +79,8 @@ async def chat_stream(
         stream = agent.stream(_prepare(body, principal, idempotency_key))
         try:
             async for event in stream:
+                if isinstance(event, DoneEvent):
+                    await _charge(request, principal, event.usage.total_tokens)
                 yield ServerSentEvent(event=event.type, data=event.model_dump_json())
         except Exception:
             # NOTE: headers are sent already; the only honest ending left is an error event.
