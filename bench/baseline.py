@@ -29,6 +29,7 @@ from memory.factory import build_conversation_store
 from memory.lance_memory import LanceVectorMemory
 from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
+from serve_app.auth.config import AuthSettings
 from serve_app.http.app import create_app
 from serve_app.inprocess import InProcessAgentService
 from serve_app.settings import Settings
@@ -63,7 +64,9 @@ async def serve(a: argparse.Namespace) -> None:
     await agent.store.setup()
     if agent.memory is not None:
         await agent.memory.store.setup()
-    app: FastAPI = create_app(InProcessAgentService(agent, agent.tools))
+    app: FastAPI = create_app(
+        InProcessAgentService(agent, agent.tools), auth=AuthSettings(_env_file=None, auth_mode="disabled")
+    )
     config = uvicorn.Config(app, host=a.host, port=a.port, http="httptools", access_log=False, log_level="warning")
     try:
         await uvicorn.Server(config).serve()

@@ -12,6 +12,8 @@ from ray.serve.handle import DeploymentHandle
 from agent.dto import ChatRequest, ChatResponse
 from agent.events import AgentEvent
 from deployments.handles import HandleAgentService
+from memory.factory import build_conversation_store
+from serve_app.auth.config import AuthSettings
 from serve_app.http.app import create_app
 from serve_app.ratelimit.config import LiveRateLimitConfig
 from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter, RedisRateLimiter
@@ -30,6 +32,12 @@ class IngressDeployment:
     def __init__(self, agent: DeploymentHandle, tool_executor: DeploymentHandle) -> None:
         self.service = HandleAgentService(agent, tool_executor)
         settings = Settings()
+        # NOTE: a production config that refuses (placeholder secret, auth disabled)
+        # fails the replica here, on purpose.
+        self.auth = AuthSettings()
+        database_url = settings.database_url.get_secret_value() if settings.database_url else None
+        # API keys live in the conversation store; it migrates itself on first use.
+        self.key_store = build_conversation_store(database_url, settings.agentserve_data_dir)
         self.rate_limits = LiveRateLimitConfig()
         self.limiter: RateLimiter = (
             RedisRateLimiter(settings.redis_url.get_secret_value(), fail_open=self.rate_limits.get().fail_open)
@@ -38,7 +46,13 @@ class IngressDeployment:
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.service, rate_limiter=self.limiter, rate_limits=self.rate_limits)
+        return create_app(
+            self.service,
+            rate_limiter=self.limiter,
+            rate_limits=self.rate_limits,
+            auth=self.auth,
+            key_store=self.key_store,  # type: ignore[arg-type]
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live settings: ``rate_limit`` (see ``RateLimitConfig``); invalid values change nothing."""

@@ -64,9 +64,23 @@ class Authenticator:
         credential = api_key if api_key is not None else bearer
         if credential is None:
             if self.settings.disabled:
-                return identity.get_principal(request).model_copy(update={"scopes": DEVELOPMENT_SCOPES})
+                return self._development_principal(request)
             raise UnauthorizedError("authentication required: send a bearer token or an X-API-Key")
-        if api_key is not None or looks_like_api_key(credential):
+        if not self.settings.disabled:
+            return await self._verify(credential, api_key is not None)
+        try:
+            return await self._verify(credential, api_key is not None)
+        except UnauthorizedError:
+            # NOTE: OpenAI SDKs always send some key; with auth disabled a credential that
+            # does not verify is ignored (a valid one still gives its principal, e.g. admin).
+            return self._development_principal(request)
+
+    @staticmethod
+    def _development_principal(request: Request) -> Principal:
+        return identity.get_principal(request).model_copy(update={"scopes": DEVELOPMENT_SCOPES})
+
+    async def _verify(self, credential: str, is_api_key_header: bool) -> Principal:
+        if is_api_key_header or looks_like_api_key(credential):
             if self.key_store is None:
                 raise UnauthorizedError("API keys are not accepted here")
             record = await verify_api_key(self.key_store, credential)

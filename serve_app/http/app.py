@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from agent.keys import ApiKeyStore
+from serve_app.auth.config import AuthSettings
+from serve_app.auth.deps import install_auth
 from serve_app.http.errors import install_error_handlers
 from serve_app.http.middleware import RequestIdMiddleware
 from serve_app.http.openai_compat import router as openai_router
-from serve_app.http.routes import chat, health, memory, sessions, tools
+from serve_app.http.routes import chat, health, keys, memory, sessions, tools
 from serve_app.http.services import AgentService
 from serve_app.ratelimit.config import LiveRateLimitConfig
-from serve_app.ratelimit.http import RateLimitMiddleware
+from serve_app.ratelimit.http import RateLimitMiddleware, principal_key
 from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter
 
 
@@ -21,6 +24,8 @@ def create_app(
     model_name: str = "agentserve",
     rate_limiter: RateLimiter | None = None,
     rate_limits: LiveRateLimitConfig | None = None,
+    auth: AuthSettings | None = None,
+    key_store: ApiKeyStore | None = None,
 ) -> FastAPI:
     """Build the HTTP app around an ``AgentService``.
 
@@ -32,6 +37,8 @@ def create_app(
         rate_limiter: Where rate-limit state lives (Redis shared by every Ingress
             replica, or this process).
         rate_limits: The live limits; the Ingress updates them from ``user_config``.
+        auth: JWT/API-key settings; from the environment (``AUTH_MODE``, ``JWT_*``) by default.
+        key_store: Where API keys live (the conversation store); None refuses API keys.
     """
     limiter = rate_limiter or InProcessRateLimiter()
     live = rate_limits or LiveRateLimitConfig()
@@ -43,13 +50,15 @@ def create_app(
     app.state.rate_limiter = limiter
     app.state.rate_limit_config = live
     install_error_handlers(app)
+    install_auth(app, auth or AuthSettings(), key_store)
     app.include_router(chat.router)
     app.include_router(tools.router)
     app.include_router(sessions.router)
     app.include_router(memory.router)
     app.include_router(health.router)
+    app.include_router(keys.router)
     app.include_router(openai_router.router)
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, config_provider=live.get)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, config_provider=live.get, principal_of=principal_key)
     # NOTE: added last = outermost, so a 429 body carries the request id too.
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -22,6 +22,7 @@ from agent.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
+from serve_app.auth.errors import ForbiddenError, UnauthorizedError
 from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class ErrorBody(BaseModel):
 
 # NOTE: most specific first; the first matching class wins.
 STATUS_BY_ERROR: list[tuple[type[AgentError], int]] = [
+    (UnauthorizedError, 401),
+    (ForbiddenError, 403),
     (InvalidRequestError, 422),
     (NotFoundError, 404),
     (LLMRateLimitedError, 503),
@@ -53,7 +56,10 @@ STATUS_BY_ERROR: list[tuple[type[AgentError], int]] = [
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": desc}
     for status, desc in [
+        (401, "No valid credential (see WWW-Authenticate)"),
+        (403, "The credential lacks the scope this route needs"),
         (404, "Not found"),
+        (429, "Rate limited: see Retry-After and the RateLimit-* headers"),
         (422, "Invalid request: the error names the field"),
         (500, "Internal error (no internals are shown)"),
         (502, "The LLM provider refused the request"),

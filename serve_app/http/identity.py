@@ -3,15 +3,16 @@
 Until authentication lands, the caller is the request's ``user_id`` (query
 parameter, or the ``X-User-ID`` header for routes whose body is not ours),
 ``anonymous`` when absent. Authentication replaces ``get_principal`` and the
-routes keep asking the same dependency.
+routes ask ``serve_app.auth.deps`` (which falls back to ``get_principal``
+only when authentication is disabled).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import Depends, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 
 from agent.dto import ID_PATTERN
@@ -33,9 +34,6 @@ def get_principal(request: Request) -> Principal:
     if not _ID.match(user):
         raise InvalidRequestError("user_id: must match " + ID_PATTERN, field="user_id")
     return Principal(id=user)
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def acting_user(principal: Principal, body_user_id: str | None) -> str:

@@ -10,6 +10,7 @@ charge a finished turn's tokens with ``charge_tokens``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Collection
@@ -40,6 +41,21 @@ def principal_from_user_id(scope: Scope) -> str | None:
     """The interim principal, as ``get_principal`` reads it: ``user_id`` query, else ``X-User-ID``; None if absent."""
     user = QueryParams(scope.get("query_string", b"")).get("user_id") or Headers(scope=scope).get("x-user-id")
     return user if user is not None and _ID.match(user) else None
+
+
+def principal_key(scope: Scope) -> str | None:
+    """The rate-limit identity of a request, known before authentication runs.
+
+    A credential (bearer token or API key) stands for its principal: the key is a
+    hash of it, so a leaked key cannot be read back from Redis. Without one
+    (authentication disabled), the interim ``user_id``. The middleware and the
+    token charge after a turn both use this, so they count against one budget.
+    """
+    headers = Headers(scope=scope)
+    credential = headers.get("x-api-key") or headers.get("authorization")
+    if credential:
+        return "c" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+    return principal_from_user_id(scope)
 
 
 def rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:

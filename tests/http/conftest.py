@@ -14,6 +14,7 @@ from memory.vector_in_memory import InMemoryVectorMemory
 from serve_app.http.app import create_app
 from serve_app.inprocess import InProcessAgentService
 from serve_app.scripted_llm import ScriptedLLMServer
+from tests.support.auth import dev_auth
 from tests.support.fake_embedder import HashingEmbedder
 from tools import build_registry
 
@@ -25,7 +26,7 @@ async def client(scripted_llm: ScriptedLLMServer) -> AsyncIterator[httpx.AsyncCl
     tools = build_registry(["tests.support.sample_tools:SleepTool"])
     memory = SemanticMemory(HashingEmbedder(), InMemoryVectorMemory())
     agent = Agent(llm, tools, InMemoryConversationStore(), AgentConfig(tool_timeout_s=1), memory=memory)
-    app = create_app(InProcessAgentService(agent, tools))
+    app = create_app(InProcessAgentService(agent, tools), auth=dev_auth())
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tests.support.auth import dev_auth
 from tests.support.sse import parse_sse
 
 
@@ -109,7 +110,7 @@ async def test_heartbeat_comments_while_a_tool_runs(scripted_llm: object) -> Non
     llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="s", max_retries=0))  # type: ignore[attr-defined]
     tools = build_registry(["tests.support.sample_tools:SleepTool"])
     agent = Agent(llm, tools, InMemoryConversationStore(), AgentConfig())
-    app = create_app(InProcessAgentService(agent, tools), heartbeat_s=0.1)
+    app = create_app(InProcessAgentService(agent, tools), heartbeat_s=0.1, auth=dev_auth())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         r = await c.post("/api/chat/stream", json={"message": 'tool: sleep {"seconds": 0.5}'})
     body = r.text

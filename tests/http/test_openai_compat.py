@@ -24,6 +24,7 @@ from serve_app.http.openai_compat.protocol import ChatCompletionRequest
 from serve_app.http.openai_compat.serving import stream_chunks, to_chat_request
 from serve_app.inprocess import InProcessAgentService
 from serve_app.scripted_llm import ScriptedLLMServer
+from tests.support.auth import dev_auth
 from tools import build_registry
 
 MODEL = "agentserve"
@@ -34,7 +35,7 @@ def app(scripted_llm: ScriptedLLMServer) -> FastAPI:
     llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="scripted", max_retries=0))
     tools = build_registry()
     agent = Agent(llm, tools, InMemoryConversationStore(), AgentConfig(tool_timeout_s=1, max_steps=2))
-    return create_app(InProcessAgentService(agent, tools))
+    return create_app(InProcessAgentService(agent, tools), auth=dev_auth())
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def test_models_lists_the_agent(oai: openai.AsyncOpenAI) -> None:
 
 
 async def test_model_name_comes_from_create_app(app: FastAPI) -> None:
-    named = create_app(app.state.agent_service, model_name="helper")
+    named = create_app(app.state.agent_service, model_name="helper", auth=dev_auth())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=named), base_url="http://t") as c:
         assert (await c.get("/v1/models")).json()["data"][0]["id"] == "helper"
 

@@ -37,7 +37,12 @@ def ray_cluster(data_dir: str) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "AGENTSERVE_DATA_DIR": data_dir}
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "AGENTSERVE_DATA_DIR": data_dir,
+        "AUTH_MODE": "disabled",  # auth is tested in the http tier
+    }
     ray.init(
         include_dashboard=False,
         log_to_driver=False,

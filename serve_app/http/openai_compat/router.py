@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.dto import ID_PATTERN
 from agent.errors import AgentError
+from serve_app.auth.deps import ChatPrincipal, PrincipalDep
 from serve_app.http.deps import AgentServiceDep
-from serve_app.http.identity import PrincipalDep
 from serve_app.http.openai_compat import serving
 from serve_app.http.openai_compat.protocol import (
     OPENAI_PREFIX,
@@ -69,7 +69,7 @@ SessionHeader = Annotated[
 
 
 @router.get("/models", response_model=ModelList, responses=ERROR_RESPONSES)
-async def list_models(request: Request) -> ModelList:
+async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
     """The models served: one per configured agent."""
     return serving.list_models(request)
 
@@ -83,7 +83,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
     agent: AgentServiceDep,
-    principal: PrincipalDep,
+    principal: ChatPrincipal,
     session_id: SessionHeader = None,
 ) -> Response:
     """Run one agent turn, OpenAI-style: a chat.completion, or chat.completion.chunk SSE with stream=true."""

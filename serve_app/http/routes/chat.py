@@ -11,10 +11,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent.dto import ID_PATTERN, ChatRequest, ChatResponse
 from agent.events import DoneEvent, ErrorEvent
+from serve_app.auth.deps import ChatPrincipal
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
-from serve_app.http.identity import Principal, PrincipalDep, acting_user
-from serve_app.ratelimit.http import charge_tokens
+from serve_app.http.identity import Principal, acting_user
+from serve_app.ratelimit.http import charge_tokens, principal_key
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -38,10 +39,11 @@ def _prepare(body: ChatRequest, principal: Principal, key: str | None) -> ChatRe
 
 
 async def _charge(request: Request, principal: Principal, tokens: int) -> None:
-    """Count the turn's LLM tokens against the principal's per-minute budget."""
-    if principal.kind != "anonymous" and tokens > 0:
+    """Count the turn's LLM tokens against the caller's per-minute budget (the middleware's key)."""
+    key = principal_key(request.scope)
+    if key is not None and tokens > 0:
         state = request.app.state
-        await charge_tokens(state.rate_limiter, state.rate_limit_config.get(), principal.id, tokens)
+        await charge_tokens(state.rate_limiter, state.rate_limit_config.get(), key, tokens)
 
 
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
@@ -51,7 +53,7 @@ SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 async def chat(
     body: ChatRequest,
     agent: AgentServiceDep,
-    principal: PrincipalDep,
+    principal: ChatPrincipal,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse:
@@ -69,7 +71,7 @@ async def chat(
 async def chat_stream(
     body: ChatRequest,
     agent: AgentServiceDep,
-    principal: PrincipalDep,
+    principal: ChatPrincipal,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> EventSourceResponse:

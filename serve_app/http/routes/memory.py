@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.dto import ID_PATTERN
 from agent.ports import MemoryHit, MemoryItem
+from serve_app.auth.deps import MemoryPrincipal
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
-from serve_app.http.identity import PrincipalDep, acting_user
+from serve_app.http.identity import acting_user
 
 router = APIRouter(prefix="/api/memory", tags=["memory"])
 
@@ -27,7 +28,7 @@ class MemoryCreate(BaseModel):
 
 
 @router.post("", response_model=MemoryItem, status_code=201, responses=ERROR_RESPONSES)
-async def add_memory(body: MemoryCreate, agent: AgentServiceDep, principal: PrincipalDep) -> MemoryItem:
+async def add_memory(body: MemoryCreate, agent: AgentServiceDep, principal: MemoryPrincipal) -> MemoryItem:
     """Remember a text for the caller."""
     return await agent.add_memory(acting_user(principal, body.user_id), body.text, body.session_id)
 
@@ -35,7 +36,7 @@ async def add_memory(body: MemoryCreate, agent: AgentServiceDep, principal: Prin
 @router.get("/search", response_model=list[MemoryHit], responses=ERROR_RESPONSES)
 async def search_memory(
     agent: AgentServiceDep,
-    principal: PrincipalDep,
+    principal: MemoryPrincipal,
     q: Annotated[str, Query(min_length=1, max_length=2000)],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
     user_id: UserQuery = None,
@@ -46,7 +47,7 @@ async def search_memory(
 
 @router.delete("/{memory_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_memory(
-    memory_id: str, agent: AgentServiceDep, principal: PrincipalDep, user_id: UserQuery = None
+    memory_id: str, agent: AgentServiceDep, principal: MemoryPrincipal, user_id: UserQuery = None
 ) -> Response:
     """Forget one memory."""
     await agent.delete_memory(principal.id, memory_id)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Response
 
 from agent.dto import ID_PATTERN, Message
 from agent.ports import Page, Session
+from serve_app.auth.deps import ChatPrincipal
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
-from serve_app.http.identity import PrincipalDep
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -23,7 +23,7 @@ CursorQuery = Annotated[str | None, Query(max_length=512)]
 @router.get("", response_model=Page[Session], responses=ERROR_RESPONSES)
 async def list_sessions(
     agent: AgentServiceDep,
-    principal: PrincipalDep,
+    principal: ChatPrincipal,
     user_id: UserQuery = None,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
@@ -34,7 +34,7 @@ async def list_sessions(
 
 @router.get("/{session_id}", response_model=Session, responses=ERROR_RESPONSES)
 async def get_session(
-    session_id: str, agent: AgentServiceDep, principal: PrincipalDep, user_id: UserQuery = None
+    session_id: str, agent: AgentServiceDep, principal: ChatPrincipal, user_id: UserQuery = None
 ) -> Session:
     """One of the caller's sessions."""
     return await agent.get_session(session_id, principal.id)
@@ -44,7 +44,7 @@ async def get_session(
 async def list_messages(
     session_id: str,
     agent: AgentServiceDep,
-    principal: PrincipalDep,
+    principal: ChatPrincipal,
     user_id: UserQuery = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -55,7 +55,7 @@ async def list_messages(
 
 @router.delete("/{session_id}", status_code=204, responses=ERROR_RESPONSES)
 async def delete_session(
-    session_id: str, agent: AgentServiceDep, principal: PrincipalDep, user_id: UserQuery = None
+    session_id: str, agent: AgentServiceDep, principal: ChatPrincipal, user_id: UserQuery = None
 ) -> Response:
     """Delete a session with its messages."""
     await agent.delete_session(session_id, principal.id)

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from agent.dto import ToolErrorKind, ToolInvocation, ToolSpec
 from agent.errors import AgentError, InvalidRequestError, ToolNotFoundError
+from serve_app.auth.deps import PrincipalDep, ToolsPrincipal
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import ERROR_RESPONSES
 
@@ -30,14 +31,17 @@ class ToolTimeoutError(AgentError):
 
 
 @router.get("", response_model=list[ToolSpec])
-async def list_tools(agent: AgentServiceDep) -> list[ToolSpec]:
+async def list_tools(agent: AgentServiceDep, principal: PrincipalDep) -> list[ToolSpec]:
     """List the tools: name, description and JSON schema of the arguments."""
     return await agent.list_tools()
 
 
 @router.post("/{name}", response_model=ToolRunResponse, responses=ERROR_RESPONSES)
 async def run_tool(
-    name: str, agent: AgentServiceDep, arguments: Annotated[dict[str, Any] | None, Body()] = None
+    name: str,
+    agent: AgentServiceDep,
+    principal: ToolsPrincipal,
+    arguments: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> ToolRunResponse:
     """Run one tool with the JSON object in the body as its arguments."""
     result = await agent.execute_tool(ToolInvocation(name=name, arguments=arguments or {}))
