@@ -44,6 +44,9 @@ def ray_cluster(data_dir: str) -> Iterator[None]:
         "AUTH_MODE": "disabled",  # auth is tested in the http tier
     }
     ray.init(
+        # NOTE: logical CPUs for scheduling fractional replicas: the session deploys
+        # up to three apps at once (main, local model, PostgreSQL) on a 2-core machine.
+        num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
