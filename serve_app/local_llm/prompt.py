@@ -55,6 +55,30 @@ def prompt_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
     return out
 
 
+# Length and range bounds become counted repetitions in GBNF (``char{1,2000}``): a grammar
+# that large crashed llama.cpp's sampler (SIGSEGV, taking the replica down). The schema the
+# model is shown keeps them; the grammar checks structure and types only.
+_GRAMMAR_DROPPED = frozenset(
+    {"minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+     "pattern", "format", "default", "minItems", "maxItems", "multipleOf", "title", "description"}
+)  # fmt: skip
+
+
+def grammar_schema(schema: Any) -> Any:
+    """``schema`` without the keywords that make the GBNF blow up (property names are kept)."""
+    if isinstance(schema, list):
+        return [grammar_schema(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out[key] = {name: grammar_schema(sub) for name, sub in value.items()}
+        elif key not in _GRAMMAR_DROPPED:
+            out[key] = grammar_schema(value)
+    return out
+
+
 def tool_grammar(tools: list[dict[str, Any]], allow_message: bool) -> str:
     """GBNF for ``functions.<name>:\\n<arguments>`` over ``tools`` (or ``message:`` if allowed)."""
     from llama_cpp.llama_grammar import SchemaConverter
@@ -62,7 +86,8 @@ def tool_grammar(tools: list[dict[str, Any]], allow_message: bool) -> str:
     conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     alternatives = ['"message:"'] if allow_message else []
     for i, tool in enumerate(tools):
-        schema = conv.resolve_refs(tool["function"].get("parameters") or {"type": "object"}, f"tool{i}")
+        params = grammar_schema(tool["function"].get("parameters") or {"type": "object"})
+        schema = conv.resolve_refs(params, f"tool{i}")
         rule = conv.visit(schema, f"tool{i}-args")
         alternatives.append(f'"functions.{tool["function"]["name"]}:\\n" {rule}')
     return conv.format_grammar().replace(_LOOSE_CHAR, _STRICT_CHAR) + f"\nroot ::= {' | '.join(alternatives)}\n"

@@ -212,3 +212,20 @@ def test_tool_results_and_calls_are_rendered_for_the_model() -> None:
     assert rendered[0]["role"] == "system" and "functions.calculator:" in rendered[0]["content"]
     assert rendered[2] == {"role": "assistant", "content": 'functions.calculator:\n{"expression": "2+2"}'}
     assert rendered[3] == {"role": "tool", "content": "4"}
+
+
+def test_grammar_drops_bounds_but_keeps_property_names() -> None:
+    """Counted repetitions from maxLength etc. crashed llama.cpp's sampler (SIGSEGV)."""
+    import re
+
+    from agent.semantic import MEMORY_SEARCH_TOOL
+    from serve_app.local_llm.prompt import grammar_schema, tool_grammar
+
+    schema = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 2000}}, "required": ["title"]}
+    assert grammar_schema(schema) == {
+        "type": "object",
+        "properties": {"title": {"type": "string"}},
+        "required": ["title"],
+    }
+    grammar = tool_grammar([MEMORY_SEARCH_TOOL.to_openai()], allow_message=True)
+    assert not re.search(r"\{\d+,\d*\}", grammar)
