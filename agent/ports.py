@@ -87,6 +87,7 @@ class Session(BaseModel):
     title: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    version: int = 0  # bumped by every write, in its transaction
 
 
 T = TypeVar("T")
@@ -154,8 +155,11 @@ class ConversationStore(Protocol):
         """A session's messages, oldest first."""
         ...
 
-    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> None:
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> int:
         """Store messages (and the finished turn) in one transaction before returning.
+
+        Returns:
+            The session's new ``version`` (the one before it was this minus one).
 
         Raises:
             StoreUnavailableError: nothing was written.

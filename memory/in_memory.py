@@ -87,7 +87,7 @@ class InMemoryConversationStore:
         more = len(msgs) > start + limit
         return Page(items=items, next_cursor=codec.message_cursor(start + limit) if more else None)
 
-    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> None:
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> int:
         if turn is not None and turn.session_id != session_id:
             raise ValueError("turn.session_id differs from session_id")
         async with self._lock:
@@ -106,8 +106,10 @@ class InMemoryConversationStore:
             if turn is not None:
                 self._turns[(turn.user_id, turn.idempotency_key)] = turn.model_copy(deep=True)
             session.updated_at = utcnow()
+            session.version += 1
             if not session.title:
                 session.title = codec.title_from(messages)
+            return session.version
 
     async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
         found = self._turns.get((user_id, idempotency_key))

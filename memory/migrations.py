@@ -124,6 +124,12 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX api_keys_owner ON api_keys (owner, created_at, id)",
         ),
     ),
+    Migration(
+        # A counter every write bumps in its transaction: the session cache's key.
+        version=3,
+        sqlite=("ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0",),
+        postgres=("ALTER TABLE sessions ADD COLUMN version BIGINT NOT NULL DEFAULT 0",),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

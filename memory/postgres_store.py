@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 
 Conn = psycopg.AsyncConnection[DictRow]
 
-_SELECT_SESSION = "SELECT id, user_id, title, created_at, updated_at FROM sessions WHERE id = %s"
+_SELECT_SESSION = "SELECT id, user_id, title, created_at, updated_at, version FROM sessions WHERE id = %s"
 _LIST_SESSIONS = (
-    "SELECT id, user_id, title, created_at, updated_at FROM sessions WHERE user_id = %s"
+    "SELECT id, user_id, title, created_at, updated_at, version FROM sessions WHERE user_id = %s"
     " ORDER BY updated_at DESC, id DESC LIMIT %s"
 )
 _LIST_SESSIONS_AFTER = (
-    "SELECT id, user_id, title, created_at, updated_at FROM sessions"
+    "SELECT id, user_id, title, created_at, updated_at, version FROM sessions"
     " WHERE user_id = %s AND (updated_at, id) < (%s, %s) ORDER BY updated_at DESC, id DESC LIMIT %s"
 )
 _HISTORY = (
@@ -64,6 +64,7 @@ def _session(row: DictRow) -> Session:
         title=row["title"],
         created_at=codec.as_utc(row["created_at"]),
         updated_at=codec.as_utc(row["updated_at"]),
+        version=row["version"],
     )
 
 
@@ -218,18 +219,21 @@ class PostgresConversationStore:
             next_cursor=codec.message_cursor(rows[limit - 1]["seq"]) if more else None,
         )
 
-    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> None:
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> int:
         if turn is not None and turn.session_id != session_id:
             raise ValueError("turn.session_id differs from session_id")
         now = utcnow()
         async with self._connection() as conn, conn.transaction():
             # NOTE: the UPDATE locks the session row until commit, so concurrent
             # appends to one session serialise and their seq numbers never collide.
-            cur = await conn.execute(
-                "UPDATE sessions SET updated_at = %s, title = COALESCE(NULLIF(title, ''), %s) WHERE id = %s",
-                (now, codec.title_from(messages), session_id),
-            )
-            if cur.rowcount == 0:
+            updated = await (
+                await conn.execute(
+                    "UPDATE sessions SET updated_at = %s, version = version + 1,"
+                    " title = COALESCE(NULLIF(title, ''), %s) WHERE id = %s RETURNING version",
+                    (now, codec.title_from(messages), session_id),
+                )
+            ).fetchone()
+            if updated is None:
                 raise codec.session_not_found(session_id)
             if turn is not None:
                 cur = await conn.execute(
@@ -254,6 +258,7 @@ class PostgresConversationStore:
                     await c.executemany(_INSERT_MESSAGE, rows)
             except psycopg.errors.UniqueViolation as exc:
                 raise ConflictError("message id already stored") from exc
+        return int(updated["version"])
 
     async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
         async with self._connection() as conn:

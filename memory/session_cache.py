@@ -1,11 +1,14 @@
 """Session cache: recent messages of a session, in Redis or in this process.
 
 The conversation store stays the truth. Entries are keyed by the session's
-``updated_at`` as the store last reported it (every write moves it in the same
-transaction), so a write makes the old entry unreachable with no cache write
-at all: a lost invalidation, a reader racing a writer or Redis coming back
-with old data can never serve stale history. Any cache failure falls back to
-the store and is logged once per interval, not per request.
+``version``, a counter every write bumps in its own transaction, as the store
+last reported it; so a write makes the old entry unreachable with no cache
+write at all, and a lost update, a reader racing a writer or Redis coming back
+with old data can never serve stale history. After its own write a replica
+writes the new entry through (old entry + the new messages) only when the
+store reports that the write moved the version from exactly the one the entry
+was read at, i.e. no other writer came in between. Any cache failure falls back
+to the store and is logged once per interval, not per request.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter
 
 from agent.dto import Message
-from agent.ports import ConversationStore, Session
+from agent.ports import ConversationStore, Session, TurnRecord
 
 logger = logging.getLogger(__name__)
 _MESSAGES = TypeAdapter(list[Message])
@@ -105,7 +108,8 @@ class CachedConversationStore:
         self.max_messages = max_messages
         self.warn_interval_s = warn_interval_s
         self._last_warning = 0.0
-        self._seen: OrderedDict[str, str] = OrderedDict()  # session id -> updated_at last read
+        self._seen: OrderedDict[str, int] = OrderedDict()  # session id -> version last read
+        self._last: OrderedDict[str, tuple[int, list[Message]]] = OrderedDict()  # what this replica served
         self.hits = 0
         self.misses = 0
 
@@ -115,11 +119,15 @@ class CachedConversationStore:
             self._last_warning = now
             logger.warning("session cache unavailable (%s); reading from the store", type(exc).__name__)
 
+    @staticmethod
+    def _bounded_put(d: OrderedDict[str, Any], key: str, value: Any, limit: int = 10_000) -> None:
+        d[key] = value
+        d.move_to_end(key)
+        while len(d) > limit:
+            d.popitem(last=False)
+
     def _remember(self, session: Session) -> Session:
-        self._seen[session.id] = session.updated_at.isoformat()
-        self._seen.move_to_end(session.id)
-        while len(self._seen) > 10_000:
-            self._seen.popitem(last=False)
+        self._bounded_put(self._seen, session.id, session.version)
         return session
 
     async def get_or_create_session(self, session_id: str | None, user_id: str) -> Session:
@@ -129,10 +137,12 @@ class CachedConversationStore:
         return self._remember(await self.store.get_session(session_id, user_id))
 
     async def history(self, session_id: str, limit: int) -> list[Message]:
-        stamp = self._seen.get(session_id)
-        if stamp is None or limit > self.max_messages:
+        # NOTE: served at the version the last get_session/get_or_create_session read:
+        # the agent reads its session first on every turn, so that is always fresh.
+        version = self._seen.get(session_id)
+        if version is None or limit > self.max_messages:
             return await self.store.history(session_id, limit)
-        key = f"{session_id}:{stamp}"
+        key = f"{session_id}:{version}"
         try:
             cached = await self.cache.get(key)
         except Exception as exc:
@@ -140,6 +150,7 @@ class CachedConversationStore:
             return await self.store.history(session_id, limit)
         if cached is not None:
             self.hits += 1
+            self._bounded_put(self._last, session_id, (version, cached), 1000)
             return cached[-limit:] if limit else []
         self.misses += 1
         messages = await self.store.history(session_id, self.max_messages)
@@ -147,7 +158,23 @@ class CachedConversationStore:
             await self.cache.put(key, messages)
         except Exception as exc:
             self._warn(exc)
+        self._bounded_put(self._last, session_id, (version, messages), 1000)
         return messages[-limit:] if limit else []
+
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> int:
+        version = await self.store.append(session_id, messages, turn)
+        last = self._last.pop(session_id, None)
+        if last is not None and last[0] == version - 1:
+            # NOTE: the store moved the version from exactly the one our entry was read at,
+            # in the same transaction as the write: no other writer came in between.
+            entry = [*last[1], *messages][-self.max_messages :]
+            try:
+                await self.cache.put(f"{session_id}:{version}", entry)
+                self._bounded_put(self._last, session_id, (version, entry), 1000)
+                self._bounded_put(self._seen, session_id, version)
+            except Exception as exc:
+                self._warn(exc)
+        return version
 
     async def close(self) -> None:
         try:

@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-_SELECT_SESSION = "SELECT id, user_id, title, created_at, updated_at FROM sessions WHERE id = ?"
+_SELECT_SESSION = "SELECT id, user_id, title, created_at, updated_at, version FROM sessions WHERE id = ?"
 _LIST_SESSIONS = (
-    "SELECT id, user_id, title, created_at, updated_at FROM sessions WHERE user_id = ?"
+    "SELECT id, user_id, title, created_at, updated_at, version FROM sessions WHERE user_id = ?"
     " ORDER BY updated_at DESC, id DESC LIMIT ?"
 )
 _LIST_SESSIONS_AFTER = (
-    "SELECT id, user_id, title, created_at, updated_at FROM sessions"
+    "SELECT id, user_id, title, created_at, updated_at, version FROM sessions"
     " WHERE user_id = ? AND (updated_at, id) < (?, ?) ORDER BY updated_at DESC, id DESC LIMIT ?"
 )
 _HISTORY = (
@@ -77,6 +77,7 @@ def _session(row: sqlite3.Row) -> Session:
         title=row["title"],
         created_at=codec.ts_parse(row["created_at"]),
         updated_at=codec.ts_parse(row["updated_at"]),
+        version=row["version"],
     )
 
 
@@ -269,21 +270,23 @@ class SqliteConversationStore:
             next_cursor=codec.message_cursor(rows[limit - 1]["seq"]) if more else None,
         )
 
-    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> None:
+    async def append(self, session_id: str, messages: list[Message], turn: TurnRecord | None = None) -> int:
         if turn is not None and turn.session_id != session_id:
             raise ValueError("turn.session_id differs from session_id")
-        await self._run(lambda conn: self._append(conn, session_id, messages, turn))
+        return await self._run(lambda conn: self._append(conn, session_id, messages, turn))
 
     @staticmethod
-    def _append(conn: sqlite3.Connection, session_id: str, messages: list[Message], turn: TurnRecord | None) -> None:
+    def _append(conn: sqlite3.Connection, session_id: str, messages: list[Message], turn: TurnRecord | None) -> int:
         now = codec.ts_text(utcnow())
         with _write(conn):
-            cur = conn.execute(
-                "UPDATE sessions SET updated_at = ?, title = COALESCE(NULLIF(title, ''), ?) WHERE id = ?",
+            row = conn.execute(
+                "UPDATE sessions SET updated_at = ?, version = version + 1,"
+                " title = COALESCE(NULLIF(title, ''), ?) WHERE id = ? RETURNING version",
                 (now, codec.title_from(messages), session_id),
-            )
-            if cur.rowcount == 0:
+            ).fetchone()
+            if row is None:
                 raise codec.session_not_found(session_id)
+            version = int(row[0])
             if turn is not None:
                 cur = conn.execute(
                     "INSERT INTO turns (user_id, idempotency_key, session_id, response, created_at)"
@@ -307,6 +310,7 @@ class SqliteConversationStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConflictError("message id already stored") from exc
+        return version
 
     async def find_turn(self, user_id: str, idempotency_key: str) -> TurnRecord | None:
         sql = "SELECT session_id, response FROM turns WHERE user_id = ? AND idempotency_key = ?"

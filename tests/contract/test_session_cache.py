@@ -77,3 +77,36 @@ async def test_redis_down_changes_nothing_and_logs_once(tmp_path: Path, caplog: 
     warnings = [r for r in caplog.records if "session cache unavailable" in r.message]
     assert len(warnings) == 1
     await cached.close()
+
+
+async def turn(c: CachedConversationStore, sid: str, n: int) -> list[Message]:
+    """What an agent turn does: read the session, read history, write the turn."""
+    await c.get_or_create_session(sid, "u")
+    seen = await c.history(sid, 50)
+    await c.append(sid, [msg(f"q{n}"), msg(f"a{n}", Role.ASSISTANT)])
+    return seen
+
+
+async def test_a_conversation_hits_after_its_first_turn(cached: CachedConversationStore) -> None:
+    s = await cached.get_or_create_session(None, "u")
+    for n in range(6):
+        seen = await turn(cached, s.id, n)
+        assert [m.content for m in seen] == [x for i in range(n) for x in (f"q{i}", f"a{i}")]
+    assert cached.misses == 1 and cached.hits == 5
+
+
+async def test_two_replicas_interleaving_never_read_stale(tmp_path: Path) -> None:
+    store = SqliteConversationStore(str(tmp_path / "r.db"))
+    await store.setup()
+    prefix = f"agentserve-test:{uuid.uuid4().hex}"
+    a = CachedConversationStore(store, RedisSessionCache(redis_url_or_fail(), prefix=prefix))
+    b = CachedConversationStore(store, RedisSessionCache(redis_url_or_fail(), prefix=prefix))
+    s = await a.get_or_create_session(None, "u")
+    for n in range(8):
+        replica = a if n % 3 else b  # a, b interleave irregularly
+        seen = await turn(replica, s.id, n)
+        truth = await store.history(s.id, 50)
+        assert [m.content for m in seen] == [m.content for m in truth[:-2]]
+    assert a.hits + b.hits > 0  # the shared cache served some of them
+    await a.cache.close()
+    await store.close()

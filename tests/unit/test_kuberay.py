@@ -38,6 +38,15 @@ def manifests() -> dict[str, dict]:
     return {m["kind"]: m for m in kuberay.render_manifests(PRODUCTION)}
 
 
+def values_of(node: object, key: str) -> list[object]:
+    """Every value of ``key`` in a nested structure."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == key] + [x for v in node.values() for x in values_of(v, key)]
+    if isinstance(node, list):
+        return [x for v in node for x in values_of(v, key)]
+    return []
+
+
 def containers(service: dict) -> list[dict]:
     cluster = service["spec"]["rayClusterConfig"]
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
@@ -71,9 +80,9 @@ def test_production_config_is_external_llm_and_authenticated(manifests: dict[str
     config = load_serve_config(PRODUCTION)
     assert [a["name"] for a in config["applications"]] == ["agentserve"]
     assert kuberay.production_problems(config) == []
-    runtime_envs = [config.get("runtime_env") or {}, *[a.get("runtime_env") or {} for a in config["applications"]]]
-    for env in runtime_envs:
-        assert str((env.get("env_vars") or {}).get("AUTH_MODE", "required")).lower() != "disabled"
+    # Anywhere in the config (app or deployment runtime_env), these would override the pods' env.
+    assert all(str(v).lower() != "disabled" for v in values_of(config, "AUTH_MODE"))
+    assert all(v == "production" for v in values_of(config, "AGENTSERVE_ENV"))
     for c in containers(manifests["RayService"]):
         env = {e["name"]: e["value"] for e in c["env"]}
         # `env` wins over `envFrom`: the Secret cannot switch authentication off.
@@ -196,6 +205,12 @@ def test_what_the_operator_refuses_is_refused(
         (lambda c: c["applications"].append({"name": "local-llm", "import_path": "x:y"}), "local-llm"),
         (lambda c: c["applications"][0].update(runtime_env={"env_vars": {"AUTH_MODE": "disabled"}}), "AUTH_MODE"),
         (lambda c: c["applications"][0].update(runtime_env={"env_vars": {"LLM_API_KEY": "k"}}), "LLM_API_KEY"),
+        (
+            lambda c: c["applications"][0]["deployments"][0]["ray_actor_options"].update(
+                runtime_env={"env_vars": {"AGENTSERVE_ENV": "development"}}
+            ),
+            "AGENTSERVE_ENV",
+        ),
         (lambda c: c["http_options"].update(host="127.0.0.1"), "0.0.0.0"),
     ],
 )
