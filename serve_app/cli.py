@@ -17,6 +17,7 @@ import yaml
 
 from serve_app.cli_auth import add_auth_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
+from serve_app.kuberay import add_kuberay_commands
 
 DASHBOARD_PORT = 8265
 LOCAL_LLM_APP = "local-llm"
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_check_config)
     add_auth_commands(sub)
+    add_kuberay_commands(sub)  # agentserve kuberay render|validate|apply|status
     args = parser.parse_args(argv)
     return int(args.func(args))
 

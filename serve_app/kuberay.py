@@ -24,7 +24,8 @@ DEFAULT_IMAGE = "agentserve:0.1.0"
 DEFAULT_SECRET = "agentserve-secrets"  # noqa: S105 (the Secret's name)
 ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = "ray.io_rayservices.yaml"
-CRD_DIRS = (ROOT / "kuberay" / "crds", Path("/work/shared/kuberay-crds"))  # first hit wins; $KUBERAY_CRD_DIR first
+# First hit wins ($KUBERAY_CRD_DIR before these): a vendored copy, or the shared/ folder beside the checkout.
+CRD_DIRS = (ROOT / "kuberay" / "crds", ROOT.parent / "shared" / "kuberay-crds")
 FILES = {"Namespace": "namespace.yaml", "Secret": "secret.example.yaml", "RayService": "rayservice.yaml"}
 UPGRADE_TYPES = ("NewCluster", "NewClusterWithIncrementalUpgrade", "None")  # the CRD has no enum for it
 METRICS_PORT = 8080

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from agent.keys import ApiKeyStore
 from serve_app.auth.config import AuthSettings
 from serve_app.auth.deps import install_auth
 from serve_app.http.errors import install_error_handlers
+from serve_app.http.guards import BodyGuardMiddleware, SecurityHeadersMiddleware
 from serve_app.http.middleware import RequestIdMiddleware
 from serve_app.http.openai_compat import router as openai_router
 from serve_app.http.routes import chat, health, keys, memory, sessions, tools
@@ -26,6 +30,8 @@ def create_app(
     rate_limits: LiveRateLimitConfig | None = None,
     auth: AuthSettings | None = None,
     key_store: ApiKeyStore | None = None,
+    max_body_bytes: int = 1_000_000,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """Build the HTTP app around an ``AgentService``.
 
@@ -39,7 +45,12 @@ def create_app(
         rate_limits: The live limits; the Ingress updates them from ``user_config``.
         auth: JWT/API-key settings; from the environment (``AUTH_MODE``, ``JWT_*``) by default.
         key_store: Where API keys live (the conversation store); None refuses API keys.
+        max_body_bytes: Larger request bodies get 413.
+        cors_origins: Origins allowed by CORS (``CORS_ORIGINS``); none by default. A
+            wildcard is refused: credentials are allowed, and the two must not meet.
     """
+    if "*" in cors_origins:
+        raise ValueError("CORS_ORIGINS: list the allowed origins; '*' with credentials is unsafe")
     limiter = rate_limiter or InProcessRateLimiter()
     live = rate_limits or LiveRateLimitConfig()
     app = FastAPI(title="agentserve", version="0.1.0", description="An LLM agent platform on Ray Serve.")
@@ -59,6 +70,19 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(openai_router.router)
     app.add_middleware(RateLimitMiddleware, limiter=limiter, config_provider=live.get, principal_of=principal_key)
-    # NOTE: added last = outermost, so a 429 body carries the request id too.
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=max_body_bytes)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-ID",
+                           "X-Session-ID"],
+            expose_headers=["X-Request-ID", "X-Session-ID", "Retry-After", "RateLimit-Limit",
+                            "RateLimit-Remaining", "RateLimit-Reset"],
+        )  # fmt: skip
+    app.add_middleware(SecurityHeadersMiddleware)
+    # NOTE: added last = outermost, so every error body (413, 415, 429) carries the request id.
     app.add_middleware(RequestIdMiddleware)
     return app

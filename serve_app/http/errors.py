@@ -127,7 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if _route_path(request).startswith(OPENAI_PREFIX + "/"):
             body = ErrorResponse.build(exc.status_code, str(exc.detail)).model_dump()
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-        kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )
         return error_response(request, exc.status_code, kind, str(exc.detail), headers=exc.headers)
