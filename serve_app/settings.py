@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     external OpenAI-compatible endpoint, and the local model is then not deployed.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     agentserve_env: Literal["development", "production"] = "development"
     llm_base_url: str | None = None
@@ -27,3 +29,25 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     agentserve_data_dir: str = str(Path.home() / ".agentserve")
     lancedb_uri: str | None = None  # default: <AGENTSERVE_DATA_DIR>/lancedb
+
+    @model_validator(mode="after")
+    def _production_needs_shared_backends(self) -> Settings:
+        """In production every replica must share the same backends, never a pod-local default."""
+        if self.agentserve_env != "production":
+            return self
+        missing = [
+            name
+            for name, value in [
+                ("LLM_BASE_URL", self.llm_base_url),
+                ("DATABASE_URL", self.database_url),
+                ("REDIS_URL", self.redis_url),
+                ("LANCEDB_URI", self.lancedb_uri),
+            ]
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"AGENTSERVE_ENV=production needs {', '.join(missing)} (shared by every replica)")
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("AGENTSERVE_ENV=production needs DATABASE_URL to be a PostgreSQL URL")
+        return self

@@ -97,3 +97,22 @@ def test_build_app_binds_four_deployments_without_a_cluster() -> None:
     assert type(app).__name__ == "Application"
     with pytest.raises(ValidationError):
         build_app({"llm": {"unknown": 1}})
+
+
+def test_production_settings_refuse_pod_local_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.settings import Settings
+
+    for name in ["LLM_BASE_URL", "DATABASE_URL", "REDIS_URL", "LANCEDB_URI"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AGENTSERVE_ENV", "production")
+    with pytest.raises(ValueError, match="LLM_BASE_URL, DATABASE_URL, REDIS_URL, LANCEDB_URI"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("LLM_BASE_URL", "https://llm.example/v1")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////tmp/secret-pw.db")
+    monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("LANCEDB_URI", "s3://bucket/memory")
+    with pytest.raises(ValueError, match="PostgreSQL") as info:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "secret-pw" not in str(info.value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret-pw@db:5432/app")
+    assert Settings(_env_file=None).agentserve_env == "production"  # type: ignore[call-arg]
