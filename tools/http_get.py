@@ -194,7 +194,7 @@ class HttpGetTool(Tool):
                     return await self._read(url, response, limit)
                 finally:
                     await response.aclose()
-        raise ToolFailure(f"Too many redirects: gave up after {self.max_redirects} (the limit).")
+        raise ToolFailure(f"Too many redirects (more than {self.max_redirects}); stopped at {url}.")
 
     async def _check(self, url: httpx.URL) -> tuple[IPAddress, str]:
         """The address to connect to for ``url`` and its host; refuses what the guard forbids."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import socket
 import ssl
 import threading
@@ -263,7 +264,7 @@ async def test_too_many_redirects_is_refused(server: Running) -> None:
     ],
 )
 async def test_non_text_responses_are_refused(server: Running, route: str, message: str) -> None:
-    with pytest.raises(ToolFailure, match=message):
+    with pytest.raises(ToolFailure, match=re.escape(message)):
         await fetch(local_tool(), f"http://public.test:{server.port}{route}")
 
 
@@ -271,7 +272,7 @@ async def test_non_text_responses_are_refused(server: Running, route: str, messa
 async def test_one_deadline_covers_the_whole_fetch(server: Running, route: str) -> None:
     started = time.monotonic()
 
-    with pytest.raises(ToolFailure, match=r"timed out after 0.5 s"):
+    with pytest.raises(ToolFailure, match=re.escape("timed out after 0.5 s")):
         await fetch(local_tool(timeout_s=0.5), f"http://public.test:{server.port}{route}")
 
     assert time.monotonic() - started < 2
@@ -282,12 +283,12 @@ async def test_connection_failure_is_a_tool_failure() -> None:
         probe.bind((LOOPBACK, 0))
         closed_port = probe.getsockname()[1]
 
-    with pytest.raises(ToolFailure, match="Could not fetch .*connection failed"):
+    with pytest.raises(ToolFailure, match=r"Could not fetch .*connection failed"):
         await fetch(local_tool(), f"http://public.test:{closed_port}/text")
 
 
 async def test_unknown_name_is_a_tool_failure() -> None:
-    with pytest.raises(ToolFailure, match="Could not resolve the host 'nowhere.test'"):
+    with pytest.raises(ToolFailure, match=re.escape("Could not resolve the host 'nowhere.test'")):
         await fetch(local_tool(), "http://nowhere.test/")
 
 
@@ -326,7 +327,7 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
     sni: list[str | None] = []
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    tls.sni_callback = lambda _sock, server_name, _ctx: sni.append(server_name)  # type: ignore[func-returns-value]
+    tls.sni_callback = lambda _sock, server_name, _ctx: sni.append(server_name)
     client = ssl.create_default_context(cadata=cert.public_bytes(serialization.Encoding.PEM).decode())
     for running in serve(tls):
         yield Tls(running, client, sni)
@@ -394,7 +395,7 @@ async def test_https_refuses_a_certificate_for_another_name(https_server: Tls) -
     ],
 )
 async def test_guard_refuses_before_connecting(server: Running, url: str, message: str) -> None:
-    with pytest.raises(ToolFailure, match=message):
+    with pytest.raises(ToolFailure, match=re.escape(message)):
         await fetch(guarded_tool(), url.format(port=server.port))
 
     assert server.paths == []
