@@ -25,3 +25,7 @@ class AgentConfig(BaseModel):
     memory_top_k: int = Field(default=3, ge=0, le=20, description="memories recalled before a turn; 0 = off")
     memory_min_score: float = Field(default=0.3, ge=-1.0, le=1.0)
     remember_messages: bool = True
+    allowed_tools: list[str] | None = Field(
+        default=None, description="tools this agent may use (None: all the ToolExecutor offers)"
+    )
+    max_tool_output_chars: int = Field(default=8000, ge=100, le=200_000)

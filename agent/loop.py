@@ -101,7 +101,8 @@ class Agent:
             if self.memory is not None:
                 specs = [*specs, MEMORY_SEARCH_TOOL]
             self._tool_specs = specs
-        return self._tool_specs
+        allowed = self.config.allowed_tools
+        return self._tool_specs if allowed is None else [t for t in self._tool_specs if t.name in allowed]
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """Run one turn to the end and return the reply.
@@ -293,6 +294,19 @@ class Agent:
         return ToolResult(call_id=call.id, name=call.name, content=json.dumps(payload))
 
     async def _run_tool(self, call: ToolCall, timeout_s: float, user: str = "anonymous") -> ToolResult:
+        """One call, allow-listed, under its timeout, its output bounded before the LLM sees it."""
+        allowed = self.config.allowed_tools
+        if allowed is not None and call.name not in allowed:
+            return ToolResult(call_id=call.id, name=call.name, is_error=True, error_kind=ToolErrorKind.NOT_FOUND,
+                              content=f"tool '{call.name}' is not available to this agent")  # fmt: skip
+        result = await self._run_tool_unbounded(call, timeout_s, user)
+        limit = self.config.max_tool_output_chars
+        if len(result.content) > limit:
+            cut = len(result.content) - limit
+            result = result.model_copy(update={"content": result.content[:limit] + f"\n[... {cut} characters cut]"})
+        return result
+
+    async def _run_tool_unbounded(self, call: ToolCall, timeout_s: float, user: str) -> ToolResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):

@@ -178,3 +178,16 @@ async def test_reconfigure_changes_the_system_prompt(scripted_llm: ScriptedLLMSe
     agent.reconfigure(AgentConfig(system_prompt="Be a pirate."))
     await agent.chat(ChatRequest(message="hi"))
     assert scripted_llm.app.state.requests[-1]["messages"][0] == {"role": "system", "content": "Be a pirate."}
+
+
+async def test_tool_allow_list_and_output_bound(scripted_llm: ScriptedLLMServer) -> None:
+    agent = make_agent(scripted_llm, allowed_tools=["calculator"], max_tool_output_chars=100)
+    assert [t.name for t in await agent.tool_specs()] == ["calculator"]
+    resp = await agent.chat(ChatRequest(message='tool: sleep {"seconds": 0}'))
+    assert resp.tool_calls[0].is_error and "not available" in (resp.tool_calls[0].result or "")
+    agent.reconfigure(AgentConfig(allowed_tools=None, max_tool_output_chars=100))
+    resp = await agent.chat(ChatRequest(message="calc: 9**150"))
+    out = resp.tool_calls[0].result or ""
+    assert len(out) < 140 and out.endswith("characters cut]")
+    sent = scripted_llm.app.state.requests[-1]["messages"][-1]["content"]
+    assert sent == out  # the LLM saw the bounded output
