@@ -65,16 +65,30 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_app(
-    args: dict[str, Any] | AgentServeArgs | None = None, *, options: dict[str, dict[str, Any]] | None = None
-) -> Application:
+def build_app(args: dict[str, Any] | AgentServeArgs | None = None) -> Application:
     """Compose Ingress → Agent → {ToolExecutor, Embedding}.
+
+    NOTE: Serve calls a config's builder with exactly one argument; keep it so.
 
     Args:
         args: The ``args:`` block of the config (``AgentServeArgs``); unknown
             keys are rejected.
-        options: Per-deployment option overrides by name, for Python callers
-            (a config file's ``deployments:`` section does the same for YAML).
+
+    Returns:
+        The bound application, for ``serve.run`` or a config's ``import_path``.
+    """
+    return build_app_with_options(args)
+
+
+def build_app_with_options(
+    args: dict[str, Any] | AgentServeArgs | None = None, options: dict[str, dict[str, Any]] | None = None
+) -> Application:
+    """``build_app`` with per-deployment option overrides, for Python callers.
+
+    Args:
+        args: As for ``build_app``.
+        options: Deployment options by deployment name (a config file's
+            ``deployments:`` section does the same for YAML).
 
     Returns:
         The bound application, for ``serve.run`` or a config's ``import_path``.

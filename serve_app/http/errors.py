@@ -68,6 +68,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     ]
 }
 
+# Routes that read a body also answer these (the body guard, and a body that is not UTF-8).
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    **{
+        status: {"model": ErrorBody, "description": desc}
+        for status, desc in [
+            (400, "The body could not be read (not UTF-8)"),
+            (413, "The body is larger than the limit"),
+            (415, "The body is not application/json"),
+        ]
+    },
+}
+
 
 def status_for(exc: AgentError) -> int:
     return next(status for cls, status in STATUS_BY_ERROR if isinstance(exc, cls))

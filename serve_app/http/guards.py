@@ -2,7 +2,8 @@
 
 - ``BodyGuardMiddleware``: bodies over ``max_body_bytes`` get 413 (declared by
   Content-Length, or counted as they stream in); a body on a JSON route that is
-  not ``application/json`` gets 415. Both in our error shape, before any work.
+  not ``application/json`` gets 415. Both in our error shape (OpenAI's under
+  ``/v1``), before any work.
 - ``SecurityHeadersMiddleware``: nosniff, no framing, no referrer, a locked-down
   CSP (except on the interactive docs, which load their own assets), and HSTS
   when the request came over HTTPS (``X-Forwarded-Proto`` from the TLS proxy).
@@ -15,16 +16,27 @@ import json
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
+
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
+def _openai_path(scope: Scope) -> bool:
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    path = path[len(root) :] if root and path.startswith(root) else path
+    return path.startswith(OPENAI_PREFIX + "/")
+
+
 async def _reject(scope: Scope, send: Send, status: int, type_: str, message: str) -> None:
-    rid = scope.get("state", {}).get("request_id")
-    error: dict[str, str] = {"type": type_, "message": message}
-    if rid:
-        error["request_id"] = rid
-    body = json.dumps({"error": error}).encode()
+    if _openai_path(scope):  # the OpenAI-compatible API answers in OpenAI's error shape
+        body = ErrorResponse.build(status, message, code=type_).model_dump_json().encode()
+    else:
+        rid = scope.get("state", {}).get("request_id")
+        error: dict[str, str] = {"type": type_, "message": message}
+        if rid:
+            error["request_id"] = rid
+        body = json.dumps({"error": error}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

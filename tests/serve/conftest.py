@@ -75,13 +75,13 @@ def deployed_app(serve_port: int, scripted_llm_server: ScriptedLLMServer) -> str
     """Deploys the whole app against the scripted LLM; returns the HTTP base URL."""
     from ray import serve
 
-    from serve_app.builder import build_app
+    from serve_app.builder import build_app_with_options
 
     args = {
         "llm": {"base_url": scripted_llm_server.base_url, "model": "scripted", "max_retries": 0},
         "agent": {"tool_timeout_s": 5},
     }
-    serve.run(build_app(args, options=NO_RATE_LIMIT), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build_app_with_options(args, NO_RATE_LIMIT), name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://127.0.0.1:{serve_port}"
 
 

@@ -18,14 +18,16 @@ pytestmark = [pytest.mark.serve, pytest.mark.localmodel]
 def local_stack(serve_port: int) -> Iterator[str]:
     from ray import serve
 
-    from serve_app.builder import build_app, build_local_llm_app
+    from serve_app.builder import build_app_with_options, build_local_llm_app
 
     serve.run(build_local_llm_app({"n_threads": 1}), name="local-llm", route_prefix="/llm", blocking=False)
     args = {
         "llm": {"local_base_url": f"http://127.0.0.1:{serve_port}/llm/v1", "max_retries": 0, "timeout_s": 120},
         "agent": {"max_tokens": 48, "max_steps": 2, "memory_top_k": 0, "remember_messages": False},
     }
-    serve.run(build_app(args, options=NO_RATE_LIMIT), name="agentserve-local", route_prefix="/local", blocking=False)
+    serve.run(
+        build_app_with_options(args, NO_RATE_LIMIT), name="agentserve-local", route_prefix="/local", blocking=False
+    )
     try:
         yield f"http://127.0.0.1:{serve_port}"
     finally:

@@ -22,7 +22,7 @@ def pg_app(
 ) -> Iterator[tuple[str, TcpProxy]]:
     from ray import serve
 
-    from serve_app.builder import build_app
+    from serve_app.builder import build_app_with_options
 
     dsn = make_pg_database()
     proxy = TcpProxy("127.0.0.1", 5432).start()
@@ -33,7 +33,7 @@ def pg_app(
         "Agent": {"ray_actor_options": {"num_cpus": 0.25, "runtime_env": {"env_vars": env}}},
         **NO_RATE_LIMIT,
     }
-    serve.run(build_app(args, options=options), name="agentserve-pg", route_prefix="/pg", blocking=False)
+    serve.run(build_app_with_options(args, options), name="agentserve-pg", route_prefix="/pg", blocking=False)
     try:
         yield f"http://127.0.0.1:{serve_port}/pg", proxy
     finally:

@@ -90,6 +90,21 @@ def test_llm_endpoint_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (ep.base_url, ep.model, ep.api_key.get_secret_value()) == ("https://api.example/v1", "gpt-x", "sk-abc")
 
 
+@pytest.mark.parametrize("import_path", ["serve_app.builder:build_app", "serve_app.builder:build_local_llm_app"])
+def test_config_builders_pass_serves_own_builder_check(import_path: str) -> None:
+    """What `serve run` / `serve deploy` do with a config's import_path and args."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.schema import ServeApplicationSchema
+
+    config = load_serve_config(LOCAL)
+    app_cfg = next(a for a in config["applications"] if a["import_path"] == import_path)
+    module, name = import_path.split(":")
+    builder = getattr(__import__(module, fromlist=[name]), name)
+    app = call_user_app_builder_with_args_if_necessary(builder, app_cfg["args"])
+    assert type(app).__name__ == "Application"
+    ServeApplicationSchema.model_validate(app_cfg)
+
+
 def test_build_app_binds_four_deployments_without_a_cluster() -> None:
     from serve_app.builder import build_app
 

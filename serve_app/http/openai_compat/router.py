@@ -52,12 +52,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": desc}
     for status, desc in [
         (400, "Invalid request: `param` names the field"),
+        (401, "No valid credential (see WWW-Authenticate)"),
+        (403, "The credential lacks the scope this route needs"),
         (404, "Unknown model (`model_not_found`) or session"),
+        (429, "Rate limited: see Retry-After and the RateLimit-* headers"),
         (500, "Internal error (no internals are shown)"),
         (502, "The LLM provider refused the request"),
         (503, "A dependency is unavailable; retry after Retry-After"),
         (504, "The LLM did not answer in time"),
     ]
+}
+
+# Routes that read a body also answer these (the body guard).
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    413: {"model": ErrorResponse, "description": "The body is larger than the limit"},
+    415: {"model": ErrorResponse, "description": "The body is not application/json"},
 }
 
 router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"], route_class=OpenAIRoute)
@@ -77,7 +87,7 @@ async def list_models(request: Request, principal: PrincipalDep) -> ModelList:
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+    responses={**BODY_ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,

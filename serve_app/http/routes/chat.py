@@ -13,7 +13,7 @@ from agent.dto import ID_PATTERN, ChatRequest, ChatResponse
 from agent.events import DoneEvent, ErrorEvent
 from serve_app.auth.deps import ChatPrincipal
 from serve_app.http.deps import AgentServiceDep
-from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.errors import BODY_ERROR_RESPONSES
 from serve_app.http.identity import Principal, acting_user
 from serve_app.ratelimit.http import charge_tokens, principal_key
 
@@ -49,7 +49,7 @@ async def _charge(request: Request, principal: Principal, tokens: int) -> None:
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
-@router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
+@router.post("/chat", response_model=ChatResponse, responses=BODY_ERROR_RESPONSES)
 async def chat(
     body: ChatRequest,
     agent: AgentServiceDep,
@@ -65,7 +65,7 @@ async def chat(
 
 @router.post(
     "/chat/stream",
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+    responses={**BODY_ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
     response_class=EventSourceResponse,
 )
 async def chat_stream(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.services import CheckResult
@@ -15,6 +17,19 @@ router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_S = 5.0
 CACHE_S = 2.0
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+
+
+class HealthReport(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    checks: dict[str, CheckResult]
+
+
+def _answers(model: type[BaseModel], unhealthy: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model}, 503: {"model": model, "description": unhealthy}}
 
 
 async def _checks(request: Request, agent: AgentServiceDep) -> dict[str, CheckResult]:
@@ -40,21 +55,19 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses=_answers(Readiness, "A dependency does not answer"))
 async def ready(request: Request, agent: AgentServiceDep) -> JSONResponse:
     """200 once every dependency answers, 503 before."""
     checks = await _checks(request, agent)
     ok = all(c.ok for c in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not_ready"}, status_code=200 if ok else 503)
+    body = Readiness(status="ready" if ok else "not_ready")
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/health")
+@router.get("/health", responses=_answers(HealthReport, "A dependency is unhealthy"))
 async def health(request: Request, agent: AgentServiceDep) -> JSONResponse:
     """Each dependency's status and latency; 503 when any is unhealthy."""
     checks = await _checks(request, agent)
     ok = all(c.ok for c in checks.values())
-    body = {
-        "status": "healthy" if ok else "unhealthy",
-        "checks": {k: v.model_dump() for k, v in checks.items()},
-    }
-    return JSONResponse(body, status_code=200 if ok else 503)
+    body = HealthReport(status="healthy" if ok else "unhealthy", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -12,7 +12,7 @@ from agent.keys import ApiKeyStore, Scope
 from serve_app.auth import api_keys
 from serve_app.auth.api_keys import ApiKeyInfo, NewApiKey
 from serve_app.auth.deps import require_scopes
-from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/keys", tags=["keys"], dependencies=[Depends(require_scopes("admin"))])
 
@@ -33,7 +33,7 @@ class ApiKeyCreate(BaseModel):
     scopes: list[Scope] = Field(min_length=1)
 
 
-@router.post("", response_model=NewApiKey, status_code=201, responses=ERROR_RESPONSES)
+@router.post("", response_model=NewApiKey, status_code=201, responses=BODY_ERROR_RESPONSES)
 async def create_key(body: ApiKeyCreate, store: KeyStoreDep) -> NewApiKey:
     """Make an API key; the key is in this response only, so store it now."""
     return await api_keys.create_api_key(store, body.owner, body.name, list(body.scopes))

@@ -11,7 +11,7 @@ from agent.dto import ID_PATTERN
 from agent.ports import MemoryHit, MemoryItem
 from serve_app.auth.deps import MemoryPrincipal
 from serve_app.http.deps import AgentServiceDep
-from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 from serve_app.http.identity import acting_user
 
 router = APIRouter(prefix="/api/memory", tags=["memory"])
@@ -27,7 +27,7 @@ class MemoryCreate(BaseModel):
     user_id: str | None = Field(default=None, pattern=ID_PATTERN)
 
 
-@router.post("", response_model=MemoryItem, status_code=201, responses=ERROR_RESPONSES)
+@router.post("", response_model=MemoryItem, status_code=201, responses=BODY_ERROR_RESPONSES)
 async def add_memory(body: MemoryCreate, agent: AgentServiceDep, principal: MemoryPrincipal) -> MemoryItem:
     """Remember a text for the caller."""
     return await agent.add_memory(acting_user(principal, body.user_id), body.text, body.session_id)

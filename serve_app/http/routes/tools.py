@@ -11,7 +11,7 @@ from agent.dto import ToolErrorKind, ToolInvocation, ToolSpec
 from agent.errors import AgentError, InvalidRequestError, ToolNotFoundError
 from serve_app.auth.deps import PrincipalDep, ToolsPrincipal
 from serve_app.http.deps import AgentServiceDep
-from serve_app.http.errors import ERROR_RESPONSES
+from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/tools", tags=["tools"])
 
@@ -30,13 +30,13 @@ class ToolTimeoutError(AgentError):
     code = "tool_timeout"
 
 
-@router.get("", response_model=list[ToolSpec])
+@router.get("", response_model=list[ToolSpec], responses=ERROR_RESPONSES)
 async def list_tools(agent: AgentServiceDep, principal: PrincipalDep) -> list[ToolSpec]:
     """List the tools: name, description and JSON schema of the arguments."""
     return await agent.list_tools()
 
 
-@router.post("/{name}", response_model=ToolRunResponse, responses=ERROR_RESPONSES)
+@router.post("/{name}", response_model=ToolRunResponse, responses=BODY_ERROR_RESPONSES)
 async def run_tool(
     name: str,
     agent: AgentServiceDep,
