@@ -55,6 +55,12 @@ class ConflictError(AgentError):
     code = "conflict"
 
 
+class ToolTimeoutError(AgentError):
+    """A tool run directly did not finish in time."""
+
+    code = "tool_timeout"
+
+
 class ToolNotFoundError(NotFoundError):
     code = "tool_not_found"
 

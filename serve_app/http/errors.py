@@ -21,6 +21,7 @@ from agent.errors import (
     LLMUnavailableError,
     NotFoundError,
     StoreUnavailableError,
+    ToolTimeoutError,
 )
 from serve_app.auth.errors import ForbiddenError, UnauthorizedError
 from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
@@ -47,6 +48,7 @@ STATUS_BY_ERROR: list[tuple[type[AgentError], int]] = [
     (NotFoundError, 404),
     (LLMRateLimitedError, 503),
     (LLMTimeoutError, 504),
+    (ToolTimeoutError, 504),
     (LLMUnavailableError, 503),
     (LLMError, 502),
     (StoreUnavailableError, 503),

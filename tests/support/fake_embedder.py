@@ -22,6 +22,7 @@ class HashingEmbedder:
     @staticmethod
     def _one(text: str) -> list[float]:
         vec = [0.0] * DIM
+        vec[0] = 0.1  # a small shared component: never the zero vector (a real model never gives one)
         for word in re.findall(r"[a-z0-9]+", text.lower()):
             h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
             vec[h % DIM] += 1.0 if (h >> 32) & 1 else -1.0

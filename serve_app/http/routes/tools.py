@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel
 
 from agent.dto import ToolErrorKind, ToolInvocation, ToolSpec
-from agent.errors import AgentError, InvalidRequestError, ToolNotFoundError
+from agent.errors import AgentError, InvalidRequestError, ToolNotFoundError, ToolTimeoutError
 from serve_app.auth.deps import PrincipalDep, ToolsPrincipal
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
@@ -24,10 +24,6 @@ class ToolRunResponse(BaseModel):
 
 class ToolFailedError(InvalidRequestError):
     code = "tool_error"
-
-
-class ToolTimeoutError(AgentError):
-    code = "tool_timeout"
 
 
 @router.get("", response_model=list[ToolSpec], responses=ERROR_RESPONSES)
