@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.dto import ID_PATTERN
 from serve_app.http.errors import ErrorBody, ErrorDetail
+from serve_app.http.guards import _openai_path
+from serve_app.http.openai_compat.protocol import ErrorResponse
 from serve_app.ratelimit.config import RateLimitConfig
 from serve_app.ratelimit.limiter import RateLimitDecision, RateLimiter
 
@@ -159,7 +161,12 @@ class RateLimitMiddleware:
 
 
 async def _reject(scope: Scope, receive: Receive, send: Send, decision: RateLimitDecision, message: str) -> None:
-    request_id = scope.get("state", {}).get("request_id")
-    body = ErrorBody(error=ErrorDetail(type="rate_limited", message=message, request_id=request_id))
-    response = JSONResponse(body.model_dump(exclude_none=True), status_code=429, headers=rate_limit_headers(decision))
+    if _openai_path(scope):  # the OpenAI-compatible API answers in OpenAI's error shape
+        content = ErrorResponse.build(429, message, code="rate_limited").model_dump()
+    else:
+        request_id = scope.get("state", {}).get("request_id")
+        content = ErrorBody(error=ErrorDetail(type="rate_limited", message=message, request_id=request_id)).model_dump(
+            exclude_none=True
+        )
+    response = JSONResponse(content, status_code=429, headers=rate_limit_headers(decision))
     await response(scope, receive, send)

@@ -316,3 +316,12 @@ async def test_unknown_v1_path_and_method_use_openai_error_shape(client: httpx.A
     assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type"}
     r = await client.get("/v1/chat/completions")
     assert r.status_code == 405 and "message" in r.json()["error"]
+
+
+async def test_rate_limited_v1_answers_in_openai_shape(app: FastAPI) -> None:
+    app.state.rate_limit_config.update({"requests_per_minute": 1, "ip_requests_per_minute": 1})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        await c.get("/v1/models")
+        r = await c.get("/v1/models")
+    assert r.status_code == 429 and r.headers["retry-after"]
+    assert r.json()["error"]["type"] == "rate_limit_error"
