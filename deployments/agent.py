@@ -23,6 +23,7 @@ from memory.factory import build_conversation_store
 from memory.lance_memory import LanceVectorMemory
 from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
+from serve_app.health_watch import DependencyWatch
 from serve_app.http.services import CheckResult
 from serve_app.settings import Settings
 
@@ -67,6 +68,8 @@ class AgentDeployment:
         self._store_ready = False
         lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
         self.memory = SemanticMemory(self.embedder, LanceVectorMemory(lance_uri))
+        # NOTE: Serve replaces a replica whose check_health raises; only a long outage does.
+        self.watch = DependencyWatch(self._ready_and_ping, unhealthy_after_s=120.0)
         self.agent = Agent(
             self.llm,
             self.tools,
@@ -145,6 +148,10 @@ class AgentDeployment:
 
     async def list_tools(self) -> list[ToolSpec]:
         return await self.agent.tool_specs()
+
+    async def check_health(self) -> None:
+        """Serve's replica health: fails after the store has been unreachable for two minutes."""
+        await self.watch.verdict()
 
     async def _ready_and_ping(self) -> None:
         await self._ready()

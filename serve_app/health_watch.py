@@ -1,0 +1,48 @@
+"""When to give up on a replica: dependencies failing continuously, not a blip.
+
+Serve calls a deployment's ``check_health`` every few seconds and replaces a
+replica whose check raises. A database restart must not kill every replica at
+once, so a replica only fails its check once its dependencies have been failing
+*continuously* for ``unhealthy_after_s``; one success resets the clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+
+class DependencyWatch:
+    """Tracks how long a dependency check has failed without a break.
+
+    Args:
+        check: An async callable that raises when a dependency is down.
+        unhealthy_after_s: Continuous failure after which ``verdict`` raises.
+        clock: Monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[object]],
+        unhealthy_after_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.check = check
+        self.unhealthy_after_s = unhealthy_after_s
+        self.clock = clock
+        self.failing_since: float | None = None
+
+    async def verdict(self) -> None:
+        """Run the check; raise ``RuntimeError`` once it has failed for too long."""
+        try:
+            await self.check()
+        except Exception as exc:
+            now = self.clock()
+            if self.failing_since is None:
+                self.failing_since = now
+            if now - self.failing_since >= self.unhealthy_after_s:
+                raise RuntimeError(
+                    f"dependencies failing for {now - self.failing_since:.0f}s ({type(exc).__name__})"
+                ) from None
+            return
+        self.failing_since = None
