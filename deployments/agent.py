@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +29,8 @@ from serve_app.health_watch import DependencyWatch
 from serve_app.http.services import CheckResult
 from serve_app.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 
 async def _timed(name: str, coro: Any) -> tuple[str, CheckResult]:
     started = time.perf_counter()
@@ -48,7 +52,7 @@ class AgentDeployment:
             ``args.agent`` field by field through ``reconfigure``.
     """
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         tool_executor: DeploymentHandle,
         embedder: DeploymentHandle,
@@ -62,7 +66,7 @@ class AgentDeployment:
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         self.store = CachedConversationStore(
-            build_conversation_store(database_url, settings.agentserve_data_dir),
+            build_conversation_store(database_url, settings.agentserve_data_dir, pool_size=settings.database_pool_size),
             RedisSessionCache(redis_url) if redis_url else InProcessSessionCache(),
         )
         self._store_ready = False
@@ -78,6 +82,12 @@ class AgentDeployment:
             context_window=self.args.llm.context_window,
             memory=self.memory,
         )
+        # Migrations at start-up; a database that is down now is retried on first use,
+        # so a replica starting during an outage still comes up (and answers 503).
+        try:
+            await asyncio.wait_for(self._ready(), timeout=30)
+        except Exception as exc:
+            logger.warning("store not ready at start-up (%s); retrying on first use", type(exc).__name__)
 
     async def _ready(self) -> None:
         """Apply migrations once per replica; retried on the next call if the database was down."""

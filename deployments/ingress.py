@@ -37,7 +37,9 @@ class IngressDeployment:
         self.auth = AuthSettings()
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
         # API keys live in the conversation store; it migrates itself on first use.
-        self.key_store = build_conversation_store(database_url, settings.agentserve_data_dir)
+        self.key_store = build_conversation_store(
+            database_url, settings.agentserve_data_dir, pool_size=settings.database_pool_size
+        )
         self.rate_limits = LiveRateLimitConfig()
         self.limiter: RateLimiter = (
             RedisRateLimiter(settings.redis_url.get_secret_value(), fail_open=self.rate_limits.get().fail_open)

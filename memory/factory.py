@@ -12,7 +12,7 @@ from memory.sqlite_store import SqliteConversationStore
 DEFAULT_SQLITE_FILE = "agentserve.db"
 
 
-def build_conversation_store(database_url: str | None, data_dir: str) -> ConversationStore:
+def build_conversation_store(database_url: str | None, data_dir: str, *, pool_size: int = 10) -> ConversationStore:
     """Build the store ``database_url`` names; call ``await store.setup()`` before use.
 
     Args:
@@ -20,6 +20,7 @@ def build_conversation_store(database_url: str | None, data_dir: str) -> Convers
             ``sqlite:///<absolute path>`` for a SQLite file; None (or blank) for
             the embedded default, SQLite at ``<data_dir>/agentserve.db``.
         data_dir: Where the embedded default keeps its file.
+        pool_size: PostgreSQL connections at most, per store (per replica).
 
     Raises:
         ValueError: the URL is of no supported kind (the message never repeats it,
@@ -30,7 +31,7 @@ def build_conversation_store(database_url: str | None, data_dir: str) -> Convers
 
     url = database_url.strip()
     if url.lower().startswith(("postgresql://", "postgres://")):
-        return PostgresConversationStore(url)
+        return PostgresConversationStore(url, max_size=pool_size)
     if url.lower().startswith("sqlite:///"):
         parts = urlsplit(url)
         path = "/" + parts.path.lstrip("/")

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
+    database_pool_size: int = 10  # PostgreSQL connections per Agent/Ingress replica
     agentserve_data_dir: str = str(Path.home() / ".agentserve")
     lancedb_uri: str | None = None  # default: <AGENTSERVE_DATA_DIR>/lancedb
 
