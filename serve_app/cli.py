@@ -95,7 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         nonlocal stop
         stop = True
 
+    # NOTE: SIGINT explicitly too: a process started in the background by a shell
+    # inherits SIGINT ignored, and Ctrl-C (or `docker stop`'s SIGTERM) must always stop it.
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         print(
             f"deploying {args.config} ({', '.join(a['name'] for a in config['applications'])}) ...",
