@@ -32,6 +32,9 @@ from serve_app.args import AgentServeArgs
 from serve_app.auth.config import AuthSettings
 from serve_app.http.app import create_app
 from serve_app.inprocess import InProcessAgentService
+from serve_app.observability import PrometheusBackend, set_metrics_backend
+from serve_app.observability.observer import MetricsObserver
+from serve_app.ratelimit.config import LiveRateLimitConfig, RateLimitConfig
 from serve_app.settings import Settings
 from tools import build_registry
 
@@ -54,18 +57,31 @@ def build_agent(llm_url: str, args: AgentServeArgs, settings: Settings) -> Agent
     memory = SemanticMemory(SentenceTransformerEmbedder(), LanceVectorMemory(lance_uri))
     llm = OpenAILLMClient(LLMEndpoint(base_url=llm_url, model="scripted", max_retries=0))
     registry = build_registry()
-    return Agent(llm, registry, store, args.agent, context_window=args.llm.context_window, memory=memory)
+    return Agent(
+        llm,
+        registry,
+        store,
+        args.agent,
+        context_window=args.llm.context_window,
+        memory=memory,
+        observer=MetricsObserver(),
+    )
 
 
 async def serve(a: argparse.Namespace) -> None:
     args = AgentServeArgs.model_validate({"agent": json.loads(a.agent)})
     agent = build_agent(a.llm_url, args, Settings())
+    set_metrics_backend(PrometheusBackend())  # no Ray here: /metrics serves the same names
     # NOTE: set up on the server's own loop: a store may hold loop-bound resources.
     await agent.store.setup()
     if agent.memory is not None:
         await agent.memory.store.setup()
     app: FastAPI = create_app(
-        InProcessAgentService(agent, agent.tools), auth=AuthSettings(_env_file=None, auth_mode="disabled")
+        InProcessAgentService(agent, agent.tools),
+        auth=AuthSettings(_env_file=None, auth_mode="disabled"),
+        metrics_path="/metrics",
+        # One client IP sends every request: rate limits off, as in the Serve stack.
+        rate_limits=LiveRateLimitConfig(RateLimitConfig(enabled=False)),
     )
     config = uvicorn.Config(app, host=a.host, port=a.port, http="httptools", access_log=False, log_level="warning")
     try:

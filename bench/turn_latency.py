@@ -120,21 +120,28 @@ def start_serve(llm_url: str, agent: dict[str, Any], data_dir: str) -> tuple[str
     import ray
     from ray import serve
 
-    from serve_app.builder import build_app
+    from serve_app.builder import build_app_with_options
 
     t0 = time.monotonic()
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={
-            "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "AGENTSERVE_DATA_DIR": data_dir}
+            "env_vars": {
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "HF_HUB_OFFLINE": "1",
+                "AGENTSERVE_DATA_DIR": data_dir,
+                "AUTH_MODE": "disabled",  # as the baseline: the bench measures turns, not auth
+            }
         },
     )
     t1 = time.monotonic()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"llm": {"base_url": llm_url, "model": "scripted", "max_retries": 0}, "agent": agent}
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    # One client IP sends every request: rate limits off in both stacks.
+    no_limits = {"Ingress": {"user_config": {"rate_limit": {"enabled": False}}}}
+    serve.run(build_app_with_options(args, no_limits), name=APP_NAME, route_prefix="/")
     timing = {"ray_init_s": round(t1 - t0, 1), "serve_deploy_s": round(time.monotonic() - t1, 1)}
     return f"http://127.0.0.1:{port}", timing
 
