@@ -72,6 +72,10 @@ class OpenAILLMClient:
             max_retries=endpoint.max_retries,
         )
 
+    @property
+    def model(self) -> str:
+        return self.endpoint.model
+
     async def close(self) -> None:
         await self._client.close()
 

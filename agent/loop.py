@@ -35,7 +35,16 @@ from agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from agent.ports import ConversationStore, LLMClient, LLMParams, LLMResult, ToolExecutor, TurnRecord
+from agent.ports import (
+    ConversationStore,
+    LLMClient,
+    LLMParams,
+    LLMResult,
+    LLMTextDelta,
+    Observer,
+    ToolExecutor,
+    TurnRecord,
+)
 from agent.semantic import MEMORY_SEARCH_TOOL, SemanticMemory, format_memories
 
 logger = logging.getLogger(__name__)
@@ -70,6 +79,7 @@ class Agent:
         token_counter: How tokens are counted (an approximation by default).
         memory: Semantic memory: recalled before each turn, the user's message
             remembered after it, and searchable by the LLM (``memory_search``).
+        observer: Told about every LLM and tool call (metrics); None by default.
     """
 
     def __init__(
@@ -82,8 +92,11 @@ class Agent:
         context_window: int = 8192,
         token_counter: TokenCounter | None = None,
         memory: SemanticMemory | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.llm = llm
+        self.observer = observer
+        self.model_name = str(getattr(llm, "model", type(llm).__name__))
         self.memory = memory
         self.context_window = context_window
         self.token_counter = token_counter or ApproxTokenCounter()
@@ -152,7 +165,7 @@ class Agent:
 
         for step in range(1, cfg.max_steps + 1):
             result: LLMResult | None = None
-            async for item in self.llm.stream_chat(messages, specs, params):
+            async for item in self._llm_stream(messages, specs, params):
                 if isinstance(item, LLMResult):
                     result = item
                 elif item.text:
@@ -273,9 +286,40 @@ class Agent:
         hits = hits[: self.config.memory_top_k]
         return f"{prompt}\n\n{format_memories(hits)}" if hits else prompt
 
+    async def _llm_stream(
+        self, messages: list[Message], specs: list[ToolSpec], params: LLMParams
+    ) -> AsyncIterator[LLMTextDelta | LLMResult]:
+        """``llm.stream_chat``, reported to the observer (a cancelled call is not reported)."""
+        if self.observer is None:
+            async for item in self.llm.stream_chat(messages, specs, params):
+                yield item
+            return
+        started, ttft = time.perf_counter(), None
+        usage = Usage()
+        try:
+            async for item in self.llm.stream_chat(messages, specs, params):
+                if isinstance(item, LLMResult):
+                    usage = item.usage
+                elif item.text and ttft is None:
+                    ttft = time.perf_counter() - started
+                yield item
+        except Exception:
+            self.observer.on_llm_call(self.model_name, False, ttft, time.perf_counter() - started, 0, 0)
+            raise
+        duration = time.perf_counter() - started
+        self.observer.on_llm_call(self.model_name, True, ttft, duration, usage.prompt_tokens, usage.completion_tokens)
+
     async def _run_tools(self, calls: list[ToolCall], timeout_s: float, user: str) -> list[ToolResult]:
         """Run one step's calls concurrently, each under its own timeout."""
-        return list(await asyncio.gather(*(self._run_tool(c, timeout_s, user) for c in calls)))
+        return list(await asyncio.gather(*(self._observed_tool(c, timeout_s, user) for c in calls)))
+
+    async def _observed_tool(self, call: ToolCall, timeout_s: float, user: str) -> ToolResult:
+        started = time.perf_counter()
+        result = await self._run_tool(call, timeout_s, user)
+        if self.observer is not None:
+            outcome = str(result.error_kind or ToolErrorKind.FAILED) if result.is_error else "ok"
+            self.observer.on_tool_call(call.name, outcome, time.perf_counter() - started)
+        return result
 
     async def _memory_search(self, call: ToolCall, user: str) -> ToolResult:
         assert self.memory is not None

@@ -209,3 +209,24 @@ class VectorMemory(Protocol):
         ...
 
     async def count(self, user_id: str) -> int: ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Told about each LLM and tool call (metrics); must not raise, and must return quickly."""
+
+    def on_llm_call(
+        self,
+        model: str,
+        ok: bool,
+        ttft_s: float | None,
+        duration_s: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        """One LLM call ended; ``ttft_s`` is None when it streamed no text (tool calls only, or failed first)."""
+        ...
+
+    def on_tool_call(self, name: str, outcome: str, duration_s: float) -> None:
+        """One tool call ended; ``outcome`` is ``ok`` or the ``ToolErrorKind`` value."""
+        ...

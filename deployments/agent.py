@@ -20,6 +20,7 @@ from agent.loop import Agent
 from agent.ports import MemoryHit, MemoryItem, Page, Session
 from agent.semantic import SemanticMemory
 from deployments.handles import HandleEmbedder, HandleToolExecutor
+from deployments.metrics_ray import RayMetricsBackend
 from deployments.streaming import batched
 from memory.factory import build_conversation_store
 from memory.lance_memory import LanceVectorMemory
@@ -27,6 +28,8 @@ from memory.session_cache import CachedConversationStore, InProcessSessionCache,
 from serve_app.args import AgentServeArgs
 from serve_app.health_watch import DependencyWatch
 from serve_app.http.services import CheckResult
+from serve_app.observability import set_metrics_backend
+from serve_app.observability.observer import MetricsObserver
 from serve_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class AgentDeployment:
         embedder: DeploymentHandle,
         args: AgentServeArgs | dict[str, Any] | None = None,
     ) -> None:
+        set_metrics_backend(RayMetricsBackend())
         self.args = AgentServeArgs.model_validate(args or {})
         self.llm = OpenAILLMClient(self.args.llm.endpoint(Settings()))
         self.tools = HandleToolExecutor(tool_executor)
@@ -81,6 +85,7 @@ class AgentDeployment:
             self.args.agent,
             context_window=self.args.llm.context_window,
             memory=self.memory,
+            observer=MetricsObserver(),
         )
         # Migrations at start-up; a database that is down now is retried on first use,
         # so a replica starting during an outage still comes up (and answers 503).

@@ -6,8 +6,10 @@ import asyncio
 
 from ray import serve
 
+from deployments.metrics_ray import RayMetricsBackend
 from memory.embedder import SentenceTransformerEmbedder
 from serve_app.args import EmbeddingArgs
+from serve_app.observability import get_metrics, set_metrics_backend
 
 
 class EmbeddingDeployment:
@@ -18,6 +20,7 @@ class EmbeddingDeployment:
     """
 
     def __init__(self, args: EmbeddingArgs | dict[str, object] | None = None) -> None:
+        set_metrics_backend(RayMetricsBackend())
         cfg = EmbeddingArgs.model_validate(args or {})
         self.embedder = SentenceTransformerEmbedder(cfg.model_path)
         self._embed_batch.set_max_batch_size(cfg.max_batch_size)
@@ -27,6 +30,7 @@ class EmbeddingDeployment:
     async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         # NOTE: the model runs in a worker thread so the replica keeps taking requests
         # (and so keeps filling the next batch) while this one encodes.
+        get_metrics().embedding_batch(len(texts))
         return await asyncio.to_thread(self.embedder.encode, texts)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

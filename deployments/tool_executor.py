@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from agent.dto import ToolInvocation, ToolResult, ToolSpec
+from deployments.metrics_ray import RayMetricsBackend
+from serve_app.observability import set_metrics_backend
 from tools import build_registry
 
 
@@ -15,6 +17,7 @@ class ToolExecutorDeployment:
     """
 
     def __init__(self, tools: list[str] | None = None) -> None:
+        set_metrics_backend(RayMetricsBackend())
         self.registry = build_registry(tools or [])
 
     async def list_tools(self) -> list[ToolSpec]:

@@ -16,8 +16,9 @@ from serve_app.http.middleware import RequestIdMiddleware
 from serve_app.http.openai_compat import router as openai_router
 from serve_app.http.routes import chat, health, keys, memory, sessions, tools
 from serve_app.http.services import AgentService
+from serve_app.observability.http import HTTPMetricsMiddleware, metrics_endpoint
 from serve_app.ratelimit.config import LiveRateLimitConfig
-from serve_app.ratelimit.http import RateLimitMiddleware, principal_key
+from serve_app.ratelimit.http import EXEMPT_PATHS, RateLimitMiddleware, principal_key
 from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter
 
 
@@ -32,6 +33,7 @@ def create_app(
     key_store: ApiKeyStore | None = None,
     max_body_bytes: int = 1_000_000,
     cors_origins: Sequence[str] = (),
+    metrics_path: str | None = None,
 ) -> FastAPI:
     """Build the HTTP app around an ``AgentService``.
 
@@ -48,6 +50,8 @@ def create_app(
         max_body_bytes: Larger request bodies get 413.
         cors_origins: Origins allowed by CORS (``CORS_ORIGINS``); none by default. A
             wildcard is refused: credentials are allowed, and the two must not meet.
+        metrics_path: Serve this process's Prometheus text there (``/metrics``) when its
+            metrics backend is ``PrometheusBackend`` (the app without Ray); None: no route.
     """
     if "*" in cors_origins:
         raise ValueError("CORS_ORIGINS: list the allowed origins; '*' with credentials is unsafe")
@@ -69,7 +73,12 @@ def create_app(
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(openai_router.router)
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, config_provider=live.get, principal_of=principal_key)
+    if metrics_path:
+        app.add_route(metrics_path, metrics_endpoint, include_in_schema=False)
+    exempt = EXEMPT_PATHS | {metrics_path} if metrics_path else EXEMPT_PATHS  # a scraper is never limited
+    app.add_middleware(
+        RateLimitMiddleware, limiter=limiter, config_provider=live.get, principal_of=principal_key, exempt_paths=exempt
+    )
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=max_body_bytes)
     if cors_origins:
         app.add_middleware(
@@ -83,6 +92,8 @@ def create_app(
                             "RateLimit-Remaining", "RateLimit-Reset"],
         )  # fmt: skip
     app.add_middleware(SecurityHeadersMiddleware)
+    # NOTE: outside the rate limit and body guard, so their 429 and 413 are counted too.
+    app.add_middleware(HTTPMetricsMiddleware)
     # NOTE: added last = outermost, so every error body (413, 415, 429) carries the request id.
     app.add_middleware(RequestIdMiddleware)
     return app

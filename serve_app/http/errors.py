@@ -25,6 +25,8 @@ from agent.errors import (
 )
 from serve_app.auth.errors import ForbiddenError, UnauthorizedError
 from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
+from serve_app.observability.http import route_template
+from serve_app.observability.metrics import get_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AgentError)
     async def _agent_error(request: Request, exc: AgentError) -> JSONResponse:
         status = status_for(exc)
+        if isinstance(exc, StoreUnavailableError):
+            get_metrics().store_error(route_template(request.scope))
         headers = {"Retry-After": str(int(exc.retry_after or 1))} if status == 503 else None
         if status >= 500:
             logger.warning("request failed: %s (%s)", exc.code, exc.message)
