@@ -87,8 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ray import serve
 
     print(f"starting Ray (dashboard http://127.0.0.1:{DASHBOARD_PORT}) ...", flush=True)
+    metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
-             configure_logging=False, log_to_driver=False)  # fmt: skip
+             configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)  # fmt: skip
+    print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
     stop = False
 
     def _stop(*_: object) -> None:
