@@ -38,6 +38,7 @@ class IngressDeployment:
         # NOTE: a production config that refuses (placeholder secret, auth disabled)
         # fails the replica here, on purpose.
         self.auth = AuthSettings()
+        self.cors_origins = settings.cors_origin_list
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
         # API keys live in the conversation store; it migrates itself on first use.
         self.key_store = build_conversation_store(
@@ -57,6 +58,7 @@ class IngressDeployment:
             rate_limits=self.rate_limits,
             auth=self.auth,
             key_store=self.key_store,  # type: ignore[arg-type]
+            cors_origins=self.cors_origins,
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

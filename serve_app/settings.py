@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     database_pool_size: int = 10  # PostgreSQL connections per Agent/Ingress replica
+    cors_origins: str = ""  # comma-separated origins allowed by CORS; empty: none
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
     agentserve_data_dir: str = str(Path.home() / ".agentserve")
     lancedb_uri: str | None = None  # default: <AGENTSERVE_DATA_DIR>/lancedb
 

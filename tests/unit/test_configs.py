@@ -131,3 +131,12 @@ def test_production_settings_refuse_pod_local_backends(monkeypatch: pytest.Monke
     assert "secret-pw" not in str(info.value)
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret-pw@db:5432/app")
     assert Settings(_env_file=None).agentserve_env == "production"  # type: ignore[call-arg]
+
+
+def test_cors_origins_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.settings import Settings
+
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example,")
+    assert Settings(_env_file=None).cors_origin_list == ["https://a.example", "https://b.example"]  # type: ignore[call-arg]
+    monkeypatch.delenv("CORS_ORIGINS")
+    assert Settings(_env_file=None).cors_origin_list == []  # type: ignore[call-arg]
