@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Collection
 
 from starlette.datastructures import Headers, MutableHeaders, QueryParams
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -170,3 +171,16 @@ async def _reject(scope: Scope, receive: Receive, send: Send, decision: RateLimi
         )
     response = JSONResponse(content, status_code=429, headers=rate_limit_headers(decision))
     await response(scope, receive, send)
+
+
+async def charge_request_tokens(request: Request, tokens: int) -> None:
+    """Count a finished turn's LLM tokens against the caller's per-minute budget.
+
+    The key is the middleware's (``principal_key``), so the pre-check and the
+    charge meet in one budget. Needs the app's ``rate_limiter`` and
+    ``rate_limit_config`` on ``app.state`` (``create_app`` puts them there).
+    """
+    key = principal_key(request.scope)
+    if key is not None and tokens > 0:
+        state = request.app.state
+        await charge_tokens(state.rate_limiter, state.rate_limit_config.get(), key, tokens)

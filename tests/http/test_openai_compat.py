@@ -325,3 +325,12 @@ async def test_rate_limited_v1_answers_in_openai_shape(app: FastAPI) -> None:
         r = await c.get("/v1/models")
     assert r.status_code == 429 and r.headers["retry-after"]
     assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_token_budget_is_charged_on_v1_turns(app: FastAPI, oai: openai.AsyncOpenAI) -> None:
+    app.state.rate_limit_config.update({"tokens_per_minute": 5})
+    messages = [{"role": "user", "content": "hello there my friend"}]
+    first = await oai.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+    assert first.usage is not None and first.usage.total_tokens > 5  # overdraws the budget
+    with pytest.raises(openai.RateLimitError):
+        await oai.chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ from serve_app.http.openai_compat.protocol import (
     ModelList,
 )
 from serve_app.http.services import AgentService
+from serve_app.ratelimit.http import charge_request_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,10 @@ async def create_chat_completion(
     chat_request = to_chat_request(body, principal, session_header)
     if body.stream:
         headers = {**SSE_HEADERS, SESSION_HEADER: chat_request.session_id or ""}
-        chunks = stream_chunks(service, chat_request, model, body.include_usage)
+        chunks = stream_chunks(service, chat_request, model, body.include_usage, request)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     response = await service.chat(chat_request)
+    await charge_request_tokens(request, response.usage.total_tokens)
     completion = ChatCompletion(
         id=completion_id(),
         created=int(time.time()),
@@ -149,7 +151,11 @@ def _error_line(code: str, message: str) -> str:
 
 
 async def stream_chunks(
-    service: AgentService, chat_request: ChatRequest, model: str, include_usage: bool
+    service: AgentService,
+    chat_request: ChatRequest,
+    model: str,
+    include_usage: bool,
+    request: Request | None = None,
 ) -> AsyncIterator[str]:
     """The turn as ``chat.completion.chunk`` data lines, ending with ``data: [DONE]``."""
     cid, created = completion_id(), int(time.time())
@@ -168,6 +174,8 @@ async def stream_chunks(
             if isinstance(event, TokenEvent) and event.text:
                 yield chunk(DeltaMessage(content=event.text))
             elif isinstance(event, DoneEvent):
+                if request is not None:
+                    await charge_request_tokens(request, event.usage.total_tokens)
                 yield chunk(DeltaMessage(), FINISH_REASONS[event.finish_reason])
                 if include_usage:
                     yield chunk(None, usage=event.usage)

@@ -15,7 +15,7 @@ from serve_app.auth.deps import ChatPrincipal
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import BODY_ERROR_RESPONSES
 from serve_app.http.identity import Principal, acting_user
-from serve_app.ratelimit.http import charge_tokens, principal_key
+from serve_app.ratelimit.http import charge_request_tokens
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -38,14 +38,6 @@ def _prepare(body: ChatRequest, principal: Principal, key: str | None) -> ChatRe
     return body.model_copy(update=update)
 
 
-async def _charge(request: Request, principal: Principal, tokens: int) -> None:
-    """Count the turn's LLM tokens against the caller's per-minute budget (the middleware's key)."""
-    key = principal_key(request.scope)
-    if key is not None and tokens > 0:
-        state = request.app.state
-        await charge_tokens(state.rate_limiter, state.rate_limit_config.get(), key, tokens)
-
-
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 
 
@@ -59,7 +51,7 @@ async def chat(
 ) -> ChatResponse:
     """Send a message and get the agent's reply once the turn is done."""
     response = await agent.chat(_prepare(body, principal, idempotency_key))
-    await _charge(request, principal, response.usage.total_tokens)
+    await charge_request_tokens(request, response.usage.total_tokens)
     return response
 
 
@@ -82,7 +74,7 @@ async def chat_stream(
         try:
             async for event in stream:
                 if isinstance(event, DoneEvent):
-                    await _charge(request, principal, event.usage.total_tokens)
+                    await charge_request_tokens(request, event.usage.total_tokens)
                 yield ServerSentEvent(event=event.type, data=event.model_dump_json())
         except Exception:
             # NOTE: headers are sent already; the only honest ending left is an error event.
