@@ -3,7 +3,7 @@
 PostgreSQL: a fresh database per test session on the server named by
 ``TEST_POSTGRES_ADMIN_DSN`` (or found at 127.0.0.1:5432 as ``postgres`` or
 ``root``), dropped at the end; tables are truncated between tests. When no
-server answers, the postgres tests fail under ``CI`` and skip elsewhere.
+server answers, the postgres tests fail (never skip).
 """
 
 from __future__ import annotations
