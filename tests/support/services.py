@@ -1,4 +1,4 @@
-"""Reach the real PostgreSQL and Redis of this machine; under CI a missing server fails, never skips."""
+"""Reach the real PostgreSQL and Redis of this machine; a missing server fails, never skips."""
 
 from __future__ import annotations
 
