@@ -26,7 +26,7 @@ from serve_app.auth.jwt import JwtVerifier
 from serve_app.http import identity
 from serve_app.http.errors import error_response
 from serve_app.http.identity import Principal
-from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
+from serve_app.http.openai_compat.protocol import ErrorResponse, is_openai_path
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +181,8 @@ def install_auth(app: FastAPI, settings: AuthSettings, key_store: ApiKeyStore | 
     log_auth_mode(settings)
 
 
-def _openai_path(request: Request) -> bool:
-    path, root = request.url.path, request.scope.get("root_path", "")
-    path = path[len(root) :] if root and path.startswith(root) else path
-    return path.startswith(OPENAI_PREFIX + "/")
-
-
 def _auth_error(request: Request, status: int, exc: AgentError, headers: dict[str, str] | None) -> JSONResponse:
-    if _openai_path(request):  # the OpenAI-compatible API answers in OpenAI's error shape
+    if is_openai_path(request.scope):  # the OpenAI-compatible API answers in OpenAI's error shape
         body = ErrorResponse.build(status, exc.message, code=exc.code).model_dump()
         return JSONResponse(body, status_code=status, headers=headers)
     return error_response(request, status, exc.code, exc.message, exc.field, headers=headers)

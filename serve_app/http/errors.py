@@ -24,7 +24,7 @@ from agent.errors import (
     ToolTimeoutError,
 )
 from serve_app.auth.errors import ForbiddenError, UnauthorizedError
-from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
+from serve_app.http.openai_compat.protocol import ErrorResponse, is_openai_path
 from serve_app.observability.http import route_template
 from serve_app.observability.metrics import get_metrics
 
@@ -108,12 +108,6 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _route_path(request: Request) -> str:
-    """The path inside the app, without the prefix it is mounted at (a Serve route_prefix)."""
-    path, root = request.url.path, request.scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure through ``ErrorBody``; a 500 never shows internals."""
 
@@ -135,7 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
         msg = f"{field}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:
             msg += f" (and {len(errors) - 1} more)"
-        if _route_path(request).startswith(OPENAI_PREFIX + "/"):
+        if is_openai_path(request.scope):
             # The OpenAI-compatible API answers in OpenAI's error shape, and with 400 as OpenAI does.
             param = None if first.get("type") == "json_invalid" else field
             return JSONResponse(ErrorResponse.build(400, msg, param=param).model_dump(), status_code=400)
@@ -143,7 +137,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if _route_path(request).startswith(OPENAI_PREFIX + "/"):
+        if is_openai_path(request.scope):
             body = ErrorResponse.build(exc.status_code, str(exc.detail)).model_dump()
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(

@@ -16,20 +16,14 @@ import json
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.http.openai_compat.protocol import OPENAI_PREFIX, ErrorResponse
+from serve_app.http.openai_compat.protocol import ErrorResponse, is_openai_path
 
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-def _openai_path(scope: Scope) -> bool:
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    path = path[len(root) :] if root and path.startswith(root) else path
-    return path.startswith(OPENAI_PREFIX + "/")
-
-
 async def _reject(scope: Scope, send: Send, status: int, type_: str, message: str) -> None:
-    if _openai_path(scope):  # the OpenAI-compatible API answers in OpenAI's error shape
+    if is_openai_path(scope):  # the OpenAI-compatible API answers in OpenAI's error shape
         body = ErrorResponse.build(status, message, code=type_).model_dump_json().encode()
     else:
         rid = scope.get("state", {}).get("request_id")

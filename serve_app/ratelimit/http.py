@@ -22,8 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.dto import ID_PATTERN
 from serve_app.http.errors import ErrorBody, ErrorDetail
-from serve_app.http.guards import _openai_path
-from serve_app.http.openai_compat.protocol import ErrorResponse
+from serve_app.http.openai_compat.protocol import ErrorResponse, is_openai_path
 from serve_app.ratelimit.config import RateLimitConfig
 from serve_app.ratelimit.limiter import RateLimitDecision, RateLimiter
 
@@ -162,7 +161,7 @@ class RateLimitMiddleware:
 
 
 async def _reject(scope: Scope, receive: Receive, send: Send, decision: RateLimitDecision, message: str) -> None:
-    if _openai_path(scope):  # the OpenAI-compatible API answers in OpenAI's error shape
+    if is_openai_path(scope):  # the OpenAI-compatible API answers in OpenAI's error shape
         content = ErrorResponse.build(429, message, code="rate_limited").model_dump()
     else:
         request_id = scope.get("state", {}).get("request_id")

@@ -21,23 +21,9 @@ from serve_app.http.identity import Principal
 from serve_app.http.middleware import RequestIdMiddleware
 from serve_app.http.routes import health, keys
 from serve_app.http.services import CheckResult
+from tests.unit.auth.support import SECRET, make_settings
 
-SECRET = "http-test-secret-0123456789abcdef-0123456789abcdef-0123456789ab"
-
-
-def settings(**overrides: Any) -> AuthSettings:
-    fields: dict[str, Any] = {
-        "agentserve_env": "development",
-        "auth_mode": "required",
-        "jwt_algorithms": ["HS256"],
-        "jwt_secret": SECRET,
-        "jwt_public_key": None,
-        "jwt_jwks_file": None,
-        "jwt_issuer": None,
-        "jwt_audience": None,
-        "jwt_leeway_s": 30,
-    }
-    return AuthSettings(_env_file=None, **{**fields, **overrides})
+settings = make_settings
 
 
 class HealthyService:

@@ -9,6 +9,7 @@ Unknown request fields are ignored. Only text content parts are accepted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
@@ -16,6 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from agent.dto import ID_PATTERN, MAX_MESSAGE_CHARS, Usage
 
 OPENAI_PREFIX = "/v1"
+
+
+def is_openai_path(scope: Mapping[str, Any]) -> bool:
+    """Whether an ASGI request is for the OpenAI-compatible API, which answers errors in OpenAI's shape.
+
+    The path is taken inside the app, without the prefix it is mounted at (a Serve route_prefix).
+    """
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    path = path[len(root) :] if root and path.startswith(root) else path
+    return bool(path.startswith(OPENAI_PREFIX + "/"))
 
 
 class TextPart(BaseModel):
