@@ -23,6 +23,17 @@ if [ -n "${CI:-}" ]; then
   redis_up || { echo "FATAL: Redis is not reachable on 127.0.0.1:6379" >&2; exit 1; }
 fi
 
+# Real peers some tests run (Debian packages): nginx in front of the app, Prometheus scraping Ray.
+need_pkgs=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "==> installing ${need_pkgs[*]} (Debian)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
+fi
+
 echo "==> ruff";        $BIN/ruff check . && $BIN/ruff format --check .
 echo "==> mypy";        $BIN/mypy
 echo "==> lint-imports"; $BIN/lint-imports
