@@ -16,6 +16,7 @@ import httpx
 import yaml
 
 from serve_app.cli_auth import add_auth_commands
+from serve_app.cli_backup import add_backup_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
 
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(func=cmd_check_config)
     add_auth_commands(sub)
     add_kuberay_commands(sub)  # agentserve kuberay render|validate|apply|status
+    add_backup_commands(sub)  # agentserve backup DEST, agentserve restore SRC
     args = parser.parse_args(argv)
     return int(args.func(args))
 
