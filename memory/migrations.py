@@ -1,13 +1,23 @@
 """Versioned schema migrations of the conversation store, for SQLite and PostgreSQL.
 
 Adding a schema version is one more ``Migration`` at the end of ``MIGRATIONS``;
-each store's ``setup()`` applies the pending ones in order, in one transaction,
-and records them in ``schema_migrations``. Never edit a migration once released.
+each store's ``setup()`` (and ``agentserve restore``) applies the pending ones in
+order, in one transaction, through ``migrate_sqlite`` or ``migrate_postgres``, and
+records them in ``schema_migrations``. Never edit a migration once released.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from agent.dto import utcnow
+from memory import codec
 
 # NOTE: the key of pg_advisory_xact_lock(): every replica migrating the same
 # database serialises on it, so only the first applies a version.
@@ -30,7 +40,18 @@ class Migration:
 
 
 class SchemaVersionError(RuntimeError):
-    """The database has a schema newer than this code knows: deploy the newer code instead."""
+    """The database has a schema newer than this code knows: deploy the newer code instead.
+
+    Args:
+        version: The database's schema version.
+    """
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"the conversation store's schema is at version {version}, newer than the "
+            f"{LATEST_VERSION} this code knows; run a release that knows it (refusing to start)"
+        )
+        self.version = version
 
 
 MIGRATIONS: list[Migration] = [
@@ -143,11 +164,75 @@ def pending(applied: int | None) -> list[Migration]:
     """
     current = applied or 0
     if current > LATEST_VERSION:
-        raise SchemaVersionError(
-            f"the conversation store's schema is at version {current}, newer than the "
-            f"{LATEST_VERSION} this code knows; run a release that knows it (refusing to start)"
-        )
+        raise SchemaVersionError(current)
     return [m for m in MIGRATIONS if m.version > current]
+
+
+_APPLIED = "SELECT MAX(version) FROM schema_migrations"
+PgStatement = tuple[str, tuple[int, ...]]
+# NOTE: the lock first, so a replica reads the applied version only once the one before it committed.
+_PG_PREPARE: tuple[PgStatement, ...] = (
+    ("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,)),
+    (PG_SCHEMA_MIGRATIONS, ()),
+)
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> list[Migration]:
+    """Apply the pending migrations on ``conn``, inside the caller's write transaction.
+
+    Returns:
+        The migrations applied, oldest first (none when the schema is current).
+
+    Raises:
+        SchemaVersionError: the database is newer than this code.
+    """
+    conn.execute(SQLITE_SCHEMA_MIGRATIONS)
+    todo = pending(conn.execute(_APPLIED).fetchone()[0])
+    for migration in todo:
+        for statement in migration.sqlite:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+            (migration.version, codec.ts_text(utcnow())),
+        )
+    return todo
+
+
+def _pg_statements(todo: list[Migration]) -> Iterator[PgStatement]:
+    for migration in todo:
+        yield from ((statement, ()) for statement in migration.postgres)
+        yield "INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,)
+
+
+async def migrate_postgres(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
+    """Apply the pending migrations on ``conn``, inside the caller's transaction.
+
+    Replicas migrating one database at once serialise on ``PG_MIGRATION_LOCK``.
+
+    Returns:
+        The migrations applied, oldest first (none when the schema is current).
+
+    Raises:
+        SchemaVersionError: the database is newer than this code.
+    """
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        for query, params in _PG_PREPARE:
+            await cur.execute(query, params)
+        todo = pending((await (await cur.execute(_APPLIED)).fetchone() or (None,))[0])
+        for query, params in _pg_statements(todo):
+            await cur.execute(query, params)
+    return todo
+
+
+def migrate_postgres_sync(conn: psycopg.Connection[Any]) -> list[Migration]:
+    """``migrate_postgres`` on a synchronous connection (``agentserve restore`` uses one)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for query, params in _PG_PREPARE:
+            cur.execute(query, params)
+        todo = pending((cur.execute(_APPLIED).fetchone() or (None,))[0])
+        for query, params in _pg_statements(todo):
+            cur.execute(query, params)
+    return todo
 
 
 assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1)), "versions are 1, 2, 3, ..."

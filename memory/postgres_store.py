@@ -21,7 +21,7 @@ from agent.errors import ConflictError, StoreUnavailableError
 from agent.keys import ApiKeyRecord
 from agent.ports import Page, Session, TurnRecord
 from memory import codec
-from memory.migrations import PG_MIGRATION_LOCK, PG_SCHEMA_MIGRATIONS, pending
+from memory.migrations import migrate_postgres
 
 logger = logging.getLogger(__name__)
 
@@ -132,13 +132,7 @@ class PostgresConversationStore:
     async def _migrate(self) -> None:
         await self._pool.open(wait=False)
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
-            await conn.execute(PG_SCHEMA_MIGRATIONS)
-            row = await (await conn.execute("SELECT MAX(version) AS v FROM schema_migrations")).fetchone()
-            for migration in pending(row["v"] if row else None):
-                for statement in migration.postgres:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (migration.version,))
+            for migration in await migrate_postgres(conn):
                 logger.info("conversation store (postgres): applied schema version %d", migration.version)
         self._ready = True
 

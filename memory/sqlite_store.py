@@ -21,7 +21,7 @@ from agent.errors import ConflictError, StoreUnavailableError
 from agent.keys import ApiKeyRecord
 from agent.ports import Page, Session, TurnRecord
 from memory import codec
-from memory.migrations import SQLITE_SCHEMA_MIGRATIONS, pending
+from memory.migrations import migrate_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -174,15 +174,7 @@ class SqliteConversationStore:
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
         with _write(conn):
-            conn.execute(SQLITE_SCHEMA_MIGRATIONS)
-            applied = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
-            for migration in pending(applied):
-                for statement in migration.sqlite:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (migration.version, codec.ts_text(utcnow())),
-                )
+            for migration in migrate_sqlite(conn):
                 logger.info("conversation store (sqlite): applied schema version %d", migration.version)
 
     async def setup(self) -> None:

@@ -26,8 +26,8 @@ import pytest
 
 from serve_app.scripted_llm import ScriptedLLMServer
 from tests.serve.conftest import free_port
+from tests.support.nginx import NGINX_DIR, localize, nginx_binary
 from tests.support.sse import parse_sse
-from tests.unit.test_compose import NGINX_DIR, localize, nginx_binary
 
 pytestmark = pytest.mark.serve
 
