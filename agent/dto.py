@@ -9,12 +9,18 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-MAX_MESSAGE_CHARS = 32_000
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # what OpenAI accepts as a function name
+
+# Input limits, besides the HTTP body cap (1 MB). Fixed here, so the OpenAPI document shows them.
+MAX_MESSAGE_CHARS = 32_000  # one chat message
+MAX_REQUEST_MESSAGES = 256  # messages of one OpenAI-compatible request
+MAX_TOOL_ARGUMENT_BYTES = 32_768  # one tool call's arguments, as UTF-8 JSON (the LLM's or the direct route's)
+MAX_DENIED_TOOLS = 256
 
 
 def new_id(prefix: str) -> str:
@@ -140,6 +146,11 @@ class ChatRequest(BaseModel):
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     user_id: str | None = Field(default=None, pattern=ID_PATTERN)
     idempotency_key: str | None = Field(default=None, pattern=ID_PATTERN)
+    denied_tools: list[Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=MAX_DENIED_TOOLS,
+        description="tools this turn may not use; the server adds those the caller lacks the scope for",
+    )
 
     @property
     def user(self) -> str:

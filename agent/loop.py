@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -108,14 +108,18 @@ class Agent:
     def reconfigure(self, config: AgentConfig) -> None:
         self.config = config
 
-    async def tool_specs(self) -> list[ToolSpec]:
+    async def tool_specs(self, denied: Collection[str] = ()) -> list[ToolSpec]:
+        """The tools offered to the LLM: the agent's allow-list, less those ``denied`` to this turn's caller."""
         if self._tool_specs is None:
             specs = await self.tools.list_tools()
             if self.memory is not None:
                 specs = [*specs, MEMORY_SEARCH_TOOL]
             self._tool_specs = specs
+        return [t for t in self._tool_specs if self._may_use(t.name, denied)]
+
+    def _may_use(self, name: str, denied: Collection[str]) -> bool:
         allowed = self.config.allowed_tools
-        return self._tool_specs if allowed is None else [t for t in self._tool_specs if t.name in allowed]
+        return (allowed is None or name in allowed) and name not in denied
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """Run one turn to the end and return the reply.
@@ -159,7 +163,8 @@ class Agent:
         system = Message(role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message, turn))
         budget = max(self.context_window - (cfg.max_tokens or 0), 1)
         messages = fit_to_budget(system, history, [user_msg], budget, self.token_counter)
-        specs = await self.tool_specs()
+        denied = frozenset(request.denied_tools)
+        specs = await self.tool_specs(denied)
         params = LLMParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
         pending: list[Message] = [user_msg]
 
@@ -188,7 +193,7 @@ class Agent:
             for call in result.tool_calls:
                 turn.records[call.id] = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
                 yield ToolCallEvent(id=call.id, name=call.name, arguments=call.arguments)
-            tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s, user)
+            tool_results = await self._run_tools(result.tool_calls, cfg.tool_timeout_s, user, denied)
             tool_msgs = [
                 Message(role=Role.TOOL, content=r.content, tool_call_id=r.call_id, name=r.name) for r in tool_results
             ]
@@ -309,13 +314,15 @@ class Agent:
         duration = time.perf_counter() - started
         self.observer.on_llm_call(self.model_name, True, ttft, duration, usage.prompt_tokens, usage.completion_tokens)
 
-    async def _run_tools(self, calls: list[ToolCall], timeout_s: float, user: str) -> list[ToolResult]:
+    async def _run_tools(
+        self, calls: list[ToolCall], timeout_s: float, user: str, denied: Collection[str]
+    ) -> list[ToolResult]:
         """Run one step's calls concurrently, each under its own timeout."""
-        return list(await asyncio.gather(*(self._observed_tool(c, timeout_s, user) for c in calls)))
+        return list(await asyncio.gather(*(self._observed_tool(c, timeout_s, user, denied) for c in calls)))
 
-    async def _observed_tool(self, call: ToolCall, timeout_s: float, user: str) -> ToolResult:
+    async def _observed_tool(self, call: ToolCall, timeout_s: float, user: str, denied: Collection[str]) -> ToolResult:
         started = time.perf_counter()
-        result = await self._run_tool(call, timeout_s, user)
+        result = await self._run_tool(call, timeout_s, user, denied)
         if self.observer is not None:
             outcome = str(result.error_kind or ToolErrorKind.FAILED) if result.is_error else "ok"
             self.observer.on_tool_call(call.name, outcome, time.perf_counter() - started)
@@ -337,10 +344,12 @@ class Agent:
         ]
         return ToolResult(call_id=call.id, name=call.name, content=json.dumps(payload))
 
-    async def _run_tool(self, call: ToolCall, timeout_s: float, user: str = "anonymous") -> ToolResult:
+    async def _run_tool(
+        self, call: ToolCall, timeout_s: float, user: str = "anonymous", denied: Collection[str] = ()
+    ) -> ToolResult:
         """One call, allow-listed, under its timeout, its output bounded before the LLM sees it."""
-        allowed = self.config.allowed_tools
-        if allowed is not None and call.name not in allowed:
+        # NOTE: checked again here: a model may call a tool it was not offered.
+        if not self._may_use(call.name, denied):
             return ToolResult(call_id=call.id, name=call.name, is_error=True, error_kind=ToolErrorKind.NOT_FOUND,
                               content=f"tool '{call.name}' is not available to this agent")  # fmt: skip
         result = await self._run_tool_unbounded(call, timeout_s, user)

@@ -59,6 +59,7 @@ class IngressDeployment:
             auth=self.auth,
             key_store=self.key_store,  # type: ignore[arg-type]
             cors_origins=self.cors_origins,
+            echo_request_id=False,  # Serve's proxy adds X-Request-ID to every response
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -20,12 +20,15 @@ from serve_app.settings import Settings
 R = TypeVar("R")
 
 
+SCOPES_HELP = f"comma-separated: {','.join(SCOPES)} or tools:<name>"
+
+
 def _scopes(text: str) -> list[str]:
     scopes = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = sorted(set(scopes) - set(SCOPES))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown scope(s) {unknown}; known: {','.join(SCOPES)}")
-    return scopes
+    try:
+        return api_keys.check_scopes(scopes)  # the same rule as the API: known scopes and tools:<name>
+    except AgentError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: got {scopes}") from None
 
 
 def cmd_token_mint(args: argparse.Namespace) -> int:
@@ -110,7 +113,7 @@ def add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     token_sub = token.add_subparsers(dest="token_command", required=True)
     mint = token_sub.add_parser("mint", help="print a signed JWT")
     mint.add_argument("--sub", required=True, help="the principal id")
-    mint.add_argument("--scopes", type=_scopes, default=["chat"], help=f"comma-separated: {','.join(SCOPES)}")
+    mint.add_argument("--scopes", type=_scopes, default=["chat"], help=SCOPES_HELP)
     mint.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     mint.add_argument("--private-key", default=None, help="PEM file, for RS/PS/ES/EdDSA algorithms")
     mint.add_argument("--kid", default=None, help="key id header (for JWKS verifiers)")
@@ -121,7 +124,7 @@ def add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create = keys_sub.add_parser("create", help="make a key; prints it once")
     create.add_argument("--owner", required=True, help="the principal id the key acts as")
     create.add_argument("--name", required=True, help="what the key is for")
-    create.add_argument("--scopes", type=_scopes, required=True, help=f"comma-separated: {','.join(SCOPES)}")
+    create.add_argument("--scopes", type=_scopes, required=True, help=SCOPES_HELP)
     create.set_defaults(func=_guarded(cmd_keys_create))
     listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
     listing.add_argument("--owner", default=None)

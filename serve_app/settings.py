@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     database_pool_size: int = 10  # PostgreSQL connections per Agent/Ingress replica
     cors_origins: str = ""  # comma-separated origins allowed by CORS; empty: none
+    # Debugging only, unsafe in production (users' words in the logs): the request log
+    # lines of chat turns carry the message and the reply. Refused with AGENTSERVE_ENV=production.
+    log_message_contents: bool = False
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -42,6 +45,8 @@ class Settings(BaseSettings):
         """In production every replica must share the same backends, never a pod-local default."""
         if self.agentserve_env != "production":
             return self
+        if self.log_message_contents:
+            raise ValueError("LOG_MESSAGE_CONTENTS=true puts users' messages in the logs; refused in production")
         missing = [
             name
             for name, value in [

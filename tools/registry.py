@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent.dto import FieldError, ToolErrorKind, ToolInvocation, ToolResult, ToolSpec
+from agent.dto import MAX_TOOL_ARGUMENT_BYTES, FieldError, ToolErrorKind, ToolInvocation, ToolResult, ToolSpec
 from agent.errors import ToolNotFoundError
 from tools.base import Tool, ToolFailure, ToolOutput
 from tools.calculator import CalculatorTool
@@ -46,9 +46,12 @@ class ToolRegistry:
 
     Args:
         tools: Tools to register at once.
+        max_argument_bytes: Larger arguments (as UTF-8 JSON) are refused before
+            parsing, as invalid arguments naming ``arguments``.
     """
 
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+    def __init__(self, tools: Iterable[Tool] = (), *, max_argument_bytes: int = MAX_TOOL_ARGUMENT_BYTES) -> None:
+        self.max_argument_bytes = max_argument_bytes
         self._tools: dict[str, Tool] = {}
         self._specs: dict[str, ToolSpec] = {}
         for tool in tools:
@@ -110,7 +113,9 @@ class ToolRegistry:
             tool = self._tools.get(invocation.name)
             if tool is None:
                 raise _Rejected(ToolErrorKind.NOT_FOUND, self._unknown(invocation.name))
-            args = _parse_arguments(tool, self._specs[invocation.name], invocation.arguments)
+            spec = self._specs[invocation.name]
+            _check_size(spec, invocation.arguments, self.max_argument_bytes)
+            args = _parse_arguments(tool, spec, invocation.arguments)
             content = _encode(await tool.run(args))
         except _Rejected as exc:
             kind, content, field_errors = exc.kind, exc.message, exc.field_errors
@@ -162,6 +167,17 @@ def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> Any:
         siblings = {k: v for k, v in node.items() if k != "$ref"}
         return {**_inline(defs[key], defs, (*seen, key)), **_inline(siblings, defs, seen)}
     return {key: _inline(value, defs, seen) for key, value in node.items()}
+
+
+def _check_size(spec: ToolSpec, raw: str | dict[str, Any], limit: int) -> None:
+    if isinstance(raw, str):
+        size = len(raw.encode("utf-8", errors="replace"))
+    else:
+        # NOTE: default=str: a Python caller may pass values JSON cannot hold; their size still counts.
+        size = len(json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8", errors="replace"))
+    if size > limit:
+        msg = f"at most {limit} bytes of JSON, got {size}"
+        raise _invalid(spec, [FieldError(field=_ROOT, message=msg)])
 
 
 def _parse_arguments(tool: Tool, spec: ToolSpec, raw: str | dict[str, Any]) -> BaseModel:

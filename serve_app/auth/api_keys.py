@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from agent.dto import ID_PATTERN, utcnow
 from agent.errors import ConflictError, InvalidRequestError, StoreUnavailableError
 from agent.keys import SCOPES, ApiKeyRecord, ApiKeyStore
+from serve_app.auth.config import TOOL_SCOPE
 from serve_app.auth.errors import UnauthorizedError
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,10 @@ def hash_api_key(key: str) -> str:
 
 
 def check_scopes(scopes: list[str]) -> list[str]:
-    unknown = sorted(set(scopes) - set(SCOPES))
+    """The scopes, sorted and unique: the known ones, and ``tools:<name>`` ones (see ``TOOL_SCOPES``)."""
+    unknown = sorted(s for s in set(scopes) - set(SCOPES) if not TOOL_SCOPE.match(s))
     if unknown or not scopes:
-        raise InvalidRequestError(f"scopes must be some of {list(SCOPES)}", field="scopes")
+        raise InvalidRequestError(f"scopes must be some of {list(SCOPES)} or tools:<name>", field="scopes")
     return sorted(set(scopes))
 
 

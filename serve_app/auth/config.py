@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -16,6 +17,13 @@ MIN_SECRET_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset(
     {"change-me", "changeme", "change_me", "changethis", "change-this", "secret", "jwt-secret", "password", "test"}
 )
+
+
+# A tool the tool-scope map names needs that scope, besides the route's own (chat, tools:execute).
+DEFAULT_TOOL_SCOPES = {"http_get": "tools:http_get"}
+TOOL_SCOPE = re.compile(r"^tools:[A-Za-z0-9_-]{1,64}$")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KNOWN_SCOPES = frozenset({"chat", "tools:execute", "memory", "admin"})
 
 
 def is_placeholder(secret: str) -> bool:
@@ -48,6 +56,32 @@ class AuthSettings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    tool_scopes: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_TOOL_SCOPES))
+
+    @field_validator("tool_scopes", mode="before")
+    @classmethod
+    def _parse_tool_scopes(cls, value: Any) -> Any:
+        """``TOOL_SCOPES=http_get=tools:http_get,calculator=tools:calc`` or a JSON object; empty: none."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p.strip().partition("=") for p in text.split(",") if p.strip()]
+            bad = [name for name, sep, scope in pairs if not sep or not scope.strip()]
+            if bad:
+                raise ValueError(f"TOOL_SCOPES: write tool=scope pairs, comma-separated (not {bad[0]!r})")
+            return {name.strip(): scope.strip() for name, _, scope in pairs}
+        return value
+
+    @field_validator("tool_scopes")
+    @classmethod
+    def _valid_tool_scopes(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, scope in value.items():
+            if not _TOOL_NAME.match(name):
+                raise ValueError(f"TOOL_SCOPES: {name!r} is not a tool name")
+            if scope not in _KNOWN_SCOPES and not TOOL_SCOPE.match(scope):
+                raise ValueError(f"TOOL_SCOPES: {name}={scope!r}: the scope must be tools:<name> or a known scope")
+        return value
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from agent.errors import AgentError
 from agent.keys import SCOPES, ApiKeyStore, Scope
@@ -36,6 +37,14 @@ api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="A
 PUBLIC_PATHS = frozenset({"/live", "/ready", "/health"})
 DEVELOPMENT_SCOPES = frozenset(s for s in SCOPES if s != "admin")
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="agentserve"'}
+_OUTCOME = "auth_outcome"  # request.state: the Principal, or the AgentError authentication raised
+
+
+def credentials_of(request: Request) -> tuple[str | None, str | None]:
+    """(bearer token, API key) as ``bearer_scheme`` and ``api_key_scheme`` read them; None when absent."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    bearer = token if scheme.lower() == "bearer" and token else None
+    return bearer, request.headers.get("x-api-key") or None
 
 
 class Authenticator:
@@ -53,6 +62,28 @@ class Authenticator:
         self.settings = settings
         self.jwt = JwtVerifier(settings)
         self.key_store = key_store
+        # Development callers may use every tool: the scopes that guard tools come with them.
+        self.development_scopes = DEVELOPMENT_SCOPES | frozenset(
+            s for s in settings.tool_scopes.values() if s != "admin"
+        )
+
+    async def principal_of(self, request: Request) -> Principal:
+        """The request's principal, authenticated once per request (the rate limiter asks first, then the route).
+
+        Raises:
+            UnauthorizedError: as ``authenticate``; the same error again on a second ask.
+        """
+        outcome = getattr(request.state, _OUTCOME, None)
+        if outcome is None:
+            bearer, api_key = credentials_of(request)
+            try:
+                outcome = await self.authenticate(request, bearer, api_key)
+            except AgentError as exc:
+                outcome = exc
+            setattr(request.state, _OUTCOME, outcome)
+        if isinstance(outcome, AgentError):
+            raise outcome
+        return outcome
 
     async def authenticate(self, request: Request, bearer: str | None, api_key: str | None) -> Principal:
         """The principal; with auth disabled and no credential, the request's ``user_id``.
@@ -75,9 +106,8 @@ class Authenticator:
             # does not verify is ignored (a valid one still gives its principal, e.g. admin).
             return self._development_principal(request)
 
-    @staticmethod
-    def _development_principal(request: Request) -> Principal:
-        return identity.get_principal(request).model_copy(update={"scopes": DEVELOPMENT_SCOPES})
+    def _development_principal(self, request: Request) -> Principal:
+        return identity.get_principal(request).model_copy(update={"scopes": self.development_scopes})
 
     async def _verify(self, credential: str, is_api_key_header: bool) -> Principal:
         if is_api_key_header or looks_like_api_key(credential):
@@ -104,8 +134,8 @@ async def get_principal(
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
     """Who is calling; 401 without a valid credential (unless auth is disabled)."""
-    token = bearer.credentials if bearer is not None else None
-    return await authenticator.authenticate(request, token, api_key)
+    # NOTE: bearer and api_key declare the security schemes (OpenAPI); credentials_of reads the same headers.
+    return await authenticator.principal_of(request)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

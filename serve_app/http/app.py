@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from fastapi import FastAPI
@@ -17,9 +18,13 @@ from serve_app.http.openai_compat import router as openai_router
 from serve_app.http.routes import chat, health, keys, memory, sessions, tools
 from serve_app.http.services import AgentService
 from serve_app.observability.http import HTTPMetricsMiddleware, metrics_endpoint
+from serve_app.observability.logs import RequestLogMiddleware
 from serve_app.ratelimit.config import LiveRateLimitConfig
-from serve_app.ratelimit.http import EXEMPT_PATHS, RateLimitMiddleware, principal_key
+from serve_app.ratelimit.http import EXEMPT_PATHS, RateLimitMiddleware, authenticated_principal
 from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter
+from serve_app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -34,6 +39,8 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     cors_origins: Sequence[str] = (),
     metrics_path: str | None = None,
+    log_message_contents: bool | None = None,
+    echo_request_id: bool = True,
 ) -> FastAPI:
     """Build the HTTP app around an ``AgentService``.
 
@@ -42,6 +49,8 @@ def create_app(
         heartbeat_s: Interval of the SSE comment heartbeat that keeps idle
             streams (a long tool call) open through proxies.
         model_name: The agent's model name on the OpenAI-compatible API (``/v1``).
+        echo_request_id: Set ``X-Request-ID`` on responses. False behind Ray Serve,
+            whose proxy (and direct ingress) always adds it; twice would be ``id, id``.
         rate_limiter: Where rate-limit state lives (Redis shared by every Ingress
             replica, or this process).
         rate_limits: The live limits; the Ingress updates them from ``user_config``.
@@ -52,6 +61,8 @@ def create_app(
             wildcard is refused: credentials are allowed, and the two must not meet.
         metrics_path: Serve this process's Prometheus text there (``/metrics``) when its
             metrics backend is ``PrometheusBackend`` (the app without Ray); None: no route.
+        log_message_contents: Put chat turns' messages and replies in the request log
+            (debugging only); None: ``LOG_MESSAGE_CONTENTS`` from the environment.
     """
     if "*" in cors_origins:
         raise ValueError("CORS_ORIGINS: list the allowed origins; '*' with credentials is unsafe")
@@ -64,6 +75,11 @@ def create_app(
     app.state.agent_model_name = model_name
     app.state.rate_limiter = limiter
     app.state.rate_limit_config = live
+    if log_message_contents is None:
+        log_message_contents = Settings().log_message_contents
+    app.state.log_message_contents = log_message_contents
+    if log_message_contents:
+        logger.warning("LOG_MESSAGE_CONTENTS is on: users' messages and replies go to the logs (debugging only)")
     install_error_handlers(app)
     install_auth(app, auth or AuthSettings(), key_store)
     app.include_router(chat.router)
@@ -77,7 +93,11 @@ def create_app(
         app.add_route(metrics_path, metrics_endpoint, include_in_schema=False)
     exempt = EXEMPT_PATHS | {metrics_path} if metrics_path else EXEMPT_PATHS  # a scraper is never limited
     app.add_middleware(
-        RateLimitMiddleware, limiter=limiter, config_provider=live.get, principal_of=principal_key, exempt_paths=exempt
+        RateLimitMiddleware,
+        limiter=limiter,
+        config_provider=live.get,
+        principal_of=authenticated_principal,
+        exempt_paths=exempt,
     )
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=max_body_bytes)
     if cors_origins:
@@ -94,6 +114,8 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware)
     # NOTE: outside the rate limit and body guard, so their 429 and 413 are counted too.
     app.add_middleware(HTTPMetricsMiddleware)
+    # NOTE: inside the request id (the line names it), outside everything that may answer early.
+    app.add_middleware(RequestLogMiddleware)
     # NOTE: added last = outermost, so every error body (413, 415, 429) carries the request id.
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, echo_request_id=echo_request_id)
     return app

@@ -16,10 +16,16 @@ def _valid_request_id(value: str) -> bool:
 
 
 class RequestIdMiddleware:
-    """Accept or make ``X-Request-ID``; echo it with ``X-Process-Time`` on every response."""
+    """Accept or make ``X-Request-ID``; echo it with ``X-Process-Time`` on every response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Behind Ray Serve the proxy has already put an ``x-request-id`` on the request
+    (the client's, or one it made) and adds it to the response itself, so there
+    ``echo_request_id`` is False and the app only reads it.
+    """
+
+    def __init__(self, app: ASGIApp, echo_request_id: bool = True) -> None:
         self.app = app
+        self.echo_request_id = echo_request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +44,8 @@ class RequestIdMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = rid
+                if self.echo_request_id:
+                    headers[REQUEST_ID_HEADER] = rid
                 headers["X-Process-Time"] = f"{(time.perf_counter() - started) * 1000:.2f}ms"
             await send(message)
 

@@ -256,7 +256,7 @@ async def test_key_route_errors(client: httpx.AsyncClient) -> None:
 
 async def test_disabled_auth_trusts_the_user_id_without_admin(make_client: ClientFactory) -> None:
     c = make_client(settings(auth_mode="disabled"))
-    dev_scopes = ["chat", "memory", "tools:execute"]
+    dev_scopes = ["chat", "memory", "tools:execute", "tools:http_get"]  # every tool's scope, never admin
     r = await c.get("/api/whoami")
     assert r.status_code == 200 and r.json() == {"id": "anonymous", "kind": "anonymous", "scopes": dev_scopes}
     assert (await c.get("/api/whoami?user_id=alice")).json()["id"] == "alice"

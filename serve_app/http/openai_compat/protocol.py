@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-from agent.dto import ID_PATTERN, MAX_MESSAGE_CHARS, Usage
+from agent.dto import ID_PATTERN, MAX_MESSAGE_CHARS, MAX_REQUEST_MESSAGES, Usage
 
 OPENAI_PREFIX = "/v1"
 
@@ -58,7 +58,7 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_REQUEST_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)

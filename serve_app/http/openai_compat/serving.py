@@ -21,14 +21,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent.dto import MAX_MESSAGE_CHARS, ChatRequest, Usage, new_id
 from agent.errors import AgentError, NotFoundError
-from agent.events import DoneEvent, ErrorEvent, TokenEvent
+from agent.events import DoneEvent, ErrorEvent, MessageEvent, TokenEvent
+from serve_app.auth.tool_scopes import denied_tools, get_tool_scopes
 from serve_app.http.errors import STATUS_BY_ERROR, status_for
 from serve_app.http.identity import Principal
 from serve_app.http.openai_compat.protocol import (
@@ -45,6 +46,7 @@ from serve_app.http.openai_compat.protocol import (
     ModelList,
 )
 from serve_app.http.services import AgentService
+from serve_app.observability.logs import note_contents
 from serve_app.ratelimit.http import charge_request_tokens
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,12 @@ def transcript(earlier: list[ChatMessage], message: str) -> str:
     return head + "\n".join(reversed(kept)) + tail if kept else message
 
 
-def to_chat_request(body: ChatCompletionRequest, principal: Principal, session_header: str | None) -> ChatRequest:
+def to_chat_request(
+    body: ChatCompletionRequest,
+    principal: Principal,
+    session_header: str | None,
+    tool_scopes: Mapping[str, str] | None = None,
+) -> ChatRequest:
     # NOTE: the transcript is a stopgap: a `history: list[Message]` field on ChatRequest
     # would hand the earlier messages to the agent as real turns (the core owns that DTO).
     session_id = body.session_id or session_header
@@ -105,7 +112,8 @@ def to_chat_request(body: ChatCompletionRequest, principal: Principal, session_h
         message = transcript(body.messages[:-1], message)
         # Minted here, not by the store, so a stream can name its session in a header.
         session_id = new_id("ses")
-    return ChatRequest(message=message, session_id=session_id, user_id=principal.id)
+    denied = denied_tools(principal, tool_scopes or {})
+    return ChatRequest(message=message, session_id=session_id, user_id=principal.id, denied_tools=denied)
 
 
 async def create_chat_completion(
@@ -118,12 +126,14 @@ async def create_chat_completion(
     model = model_name(request)
     if body.model != model:
         raise ModelNotFoundError(f"The model `{body.model}` does not exist", field="model")
-    chat_request = to_chat_request(body, principal, session_header)
+    chat_request = to_chat_request(body, principal, session_header, get_tool_scopes(request))
+    note_contents(request, message=body.messages[-1].text)
     if body.stream:
         headers = {**SSE_HEADERS, SESSION_HEADER: chat_request.session_id or ""}
         chunks = stream_chunks(service, chat_request, model, body.include_usage, request)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     response = await service.chat(chat_request)
+    note_contents(request, reply=response.response)
     await charge_request_tokens(request, response.usage.total_tokens)
     completion = ChatCompletion(
         id=completion_id(),
@@ -173,6 +183,8 @@ async def stream_chunks(
         async for event in stream:
             if isinstance(event, TokenEvent) and event.text:
                 yield chunk(DeltaMessage(content=event.text))
+            elif isinstance(event, MessageEvent) and request is not None:
+                note_contents(request, reply=event.content)
             elif isinstance(event, DoneEvent):
                 if request is not None:
                     await charge_request_tokens(request, event.usage.total_tokens)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent.dto import ID_PATTERN, ChatRequest, ChatResponse
-from agent.events import DoneEvent, ErrorEvent
+from agent.events import DoneEvent, ErrorEvent, MessageEvent
 from serve_app.auth.deps import ChatPrincipal
+from serve_app.auth.tool_scopes import ToolScopesDep, denied_tools
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import BODY_ERROR_RESPONSES
 from serve_app.http.identity import Principal, acting_user
+from serve_app.observability.logs import note_contents, note_session
 from serve_app.ratelimit.http import charge_request_tokens
 
 logger = logging.getLogger(__name__)
@@ -30,9 +32,11 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _prepare(body: ChatRequest, principal: Principal, key: str | None) -> ChatRequest:
-    """The request as the agent runs it: for the principal, with the header's idempotency key."""
-    update: dict[str, str] = {"user_id": acting_user(principal, body.user_id)}
+def _prepare(body: ChatRequest, principal: Principal, key: str | None, tool_scopes: Mapping[str, str]) -> ChatRequest:
+    """The request as the agent runs it: for the principal, without the tools it lacks the scope for,
+    with the header's idempotency key."""
+    denied = sorted({*body.denied_tools, *denied_tools(principal, tool_scopes)})
+    update: dict[str, Any] = {"user_id": acting_user(principal, body.user_id), "denied_tools": denied}
     if key:
         update["idempotency_key"] = key
     return body.model_copy(update=update)
@@ -47,10 +51,14 @@ async def chat(
     agent: AgentServiceDep,
     principal: ChatPrincipal,
     request: Request,
+    tool_scopes: ToolScopesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse:
     """Send a message and get the agent's reply once the turn is done."""
-    response = await agent.chat(_prepare(body, principal, idempotency_key))
+    note_session(request, body.session_id)
+    response = await agent.chat(_prepare(body, principal, idempotency_key, tool_scopes))
+    note_session(request, response.session_id)
+    note_contents(request, message=body.message, reply=response.response)
     await charge_request_tokens(request, response.usage.total_tokens)
     return response
 
@@ -65,15 +73,22 @@ async def chat_stream(
     agent: AgentServiceDep,
     principal: ChatPrincipal,
     request: Request,
+    tool_scopes: ToolScopesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> EventSourceResponse:
     """Send a message; receive the turn as SSE: token, tool_call, tool_result, message, done|error."""
 
+    note_session(request, body.session_id)
+    note_contents(request, message=body.message)
+
     async def events() -> AsyncIterator[ServerSentEvent]:
-        stream = agent.stream(_prepare(body, principal, idempotency_key))
+        stream = agent.stream(_prepare(body, principal, idempotency_key, tool_scopes))
         try:
             async for event in stream:
-                if isinstance(event, DoneEvent):
+                if isinstance(event, MessageEvent):
+                    note_contents(request, reply=event.content)
+                elif isinstance(event, DoneEvent):
+                    note_session(request, event.session_id)
                     await charge_request_tokens(request, event.usage.total_tokens)
                 yield ServerSentEvent(event=event.type, data=event.model_dump_json())
         except Exception:

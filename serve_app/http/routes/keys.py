@@ -11,6 +11,7 @@ from agent.dto import ID_PATTERN
 from agent.keys import ApiKeyStore, Scope
 from serve_app.auth import api_keys
 from serve_app.auth.api_keys import ApiKeyInfo, NewApiKey
+from serve_app.auth.config import TOOL_SCOPE
 from serve_app.auth.deps import require_scopes
 from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 
@@ -23,6 +24,8 @@ def get_key_store(request: Request) -> ApiKeyStore:
 
 
 KeyStoreDep = Annotated[ApiKeyStore, Depends(get_key_store)]
+# A tool's own scope (TOOL_SCOPES), e.g. tools:http_get.
+ToolScope = Annotated[str, Field(pattern=TOOL_SCOPE.pattern, description="a tool's scope, e.g. tools:http_get")]
 
 
 class ApiKeyCreate(BaseModel):
@@ -30,7 +33,7 @@ class ApiKeyCreate(BaseModel):
 
     owner: str = Field(pattern=ID_PATTERN, description="the principal the key acts as")
     name: str = Field(min_length=1, max_length=200, description="what the key is for")
-    scopes: list[Scope] = Field(min_length=1)
+    scopes: list[Scope | ToolScope] = Field(min_length=1, max_length=64)
 
 
 @router.post("", response_model=NewApiKey, status_code=201, responses=BODY_ERROR_RESPONSES)

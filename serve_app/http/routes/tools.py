@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel
 
-from agent.dto import ToolErrorKind, ToolInvocation, ToolSpec
+from agent.dto import TOOL_NAME_PATTERN, ToolErrorKind, ToolInvocation, ToolSpec
 from agent.errors import AgentError, InvalidRequestError, ToolNotFoundError, ToolTimeoutError
 from serve_app.auth.deps import PrincipalDep, ToolsPrincipal
+from serve_app.auth.tool_scopes import ToolScopesDep, denied_tools, require_tool_scope
 from serve_app.http.deps import AgentServiceDep
 from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 
@@ -27,19 +28,22 @@ class ToolFailedError(InvalidRequestError):
 
 
 @router.get("", response_model=list[ToolSpec], responses=ERROR_RESPONSES)
-async def list_tools(agent: AgentServiceDep, principal: PrincipalDep) -> list[ToolSpec]:
-    """List the tools: name, description and JSON schema of the arguments."""
-    return await agent.list_tools()
+async def list_tools(agent: AgentServiceDep, principal: PrincipalDep, tool_scopes: ToolScopesDep) -> list[ToolSpec]:
+    """List the tools the caller may use: name, description and JSON schema of the arguments."""
+    denied = denied_tools(principal, tool_scopes)
+    return [t for t in await agent.list_tools() if t.name not in denied]
 
 
 @router.post("/{name}", response_model=ToolRunResponse, responses=BODY_ERROR_RESPONSES)
 async def run_tool(
-    name: str,
+    name: Annotated[str, Path(pattern=TOOL_NAME_PATTERN)],
     agent: AgentServiceDep,
     principal: ToolsPrincipal,
+    tool_scopes: ToolScopesDep,
     arguments: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> ToolRunResponse:
-    """Run one tool with the JSON object in the body as its arguments."""
+    """Run one tool with the JSON object in the body as its arguments (a tool in TOOL_SCOPES needs its scope)."""
+    require_tool_scope(principal, tool_scopes, name)
     result = await agent.execute_tool(ToolInvocation(name=name, arguments=arguments or {}))
     if not result.is_error:
         return ToolRunResponse(name=result.name, result=result.content, duration_ms=result.duration_ms)

@@ -191,3 +191,16 @@ async def test_tool_allow_list_and_output_bound(scripted_llm: ScriptedLLMServer)
     assert len(out) < 140 and out.endswith("characters cut]")
     sent = scripted_llm.app.state.requests[-1]["messages"][-1]["content"]
     assert sent == out  # the LLM saw the bounded output
+
+
+async def test_denied_tools_narrow_the_allow_list_for_one_turn(scripted_llm: ScriptedLLMServer) -> None:
+    agent = make_agent(scripted_llm, allowed_tools=["calculator", "sleep"])
+    resp = await agent.chat(ChatRequest(message="hello", denied_tools=["sleep", "current_time"]))
+    offered = [t["function"]["name"] for t in scripted_llm.app.state.requests[-1]["tools"]]
+    assert offered == ["calculator"] and resp.finish_reason == "stop"
+    # Called anyway (the model was not offered it): refused, never run.
+    resp = await agent.chat(ChatRequest(message='tool: sleep {"seconds": 5}', denied_tools=["sleep"]))
+    assert resp.tool_calls[0].is_error and "not available" in (resp.tool_calls[0].result or "")
+    # The next turn without the denial gets the agent's own allow-list back.
+    await agent.chat(ChatRequest(message="hello"))
+    assert [t["function"]["name"] for t in scripted_llm.app.state.requests[-1]["tools"]] == ["calculator", "sleep"]

@@ -28,6 +28,7 @@ def make_settings(**overrides: Any) -> AuthSettings:
         "jwt_issuer": None,
         "jwt_audience": None,
         "jwt_leeway_s": 30,
+        "tool_scopes": {"http_get": "tools:http_get"},
     }
     fields.update(overrides)
     return AuthSettings(_env_file=None, **fields)

@@ -62,7 +62,15 @@ def test_token_mint_refuses_unsafe_settings_without_showing_the_secret(
 def test_unknown_scopes_are_refused(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["token", "mint", "--sub", "alice", "--scopes", "chat,root"])
-    assert info.value.code == 2 and "unknown scope" in capsys.readouterr().err
+    assert info.value.code == 2 and "scopes must be some of" in capsys.readouterr().err
+
+
+def test_a_tool_scope_is_accepted_like_the_api_accepts_it(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "token", "mint", "--sub", "alice", "--scopes", "chat,tools:http_get")
+    assert code == 0
+    assert JwtVerifier(make_settings()).verify(out.strip()).scopes == {"chat", "tools:http_get"}
 
 
 def test_keys_create_list_revoke_against_sqlite(

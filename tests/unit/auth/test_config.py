@@ -22,6 +22,7 @@ AUTH_ENV = [
     "JWT_ISSUER",
     "JWT_AUDIENCE",
     "JWT_LEEWAY_S",
+    "TOOL_SCOPES",
 ]
 
 
@@ -138,3 +139,42 @@ def test_required_mode_is_logged_without_the_secret(caplog: pytest.LogCaptureFix
         log_auth_mode(make_settings())
     assert "authentication required" in caplog.text and SECRET not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_tool_scopes_default_guards_http_get(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("JWT_SECRET", SECRET)
+    assert AuthSettings().tool_scopes == {"http_get": "tools:http_get"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("http_get=tools:http_get, calculator=tools:calc", {"http_get": "tools:http_get", "calculator": "tools:calc"}),
+        ('{"sleep": "admin"}', {"sleep": "admin"}),
+        ("", {}),
+    ],
+)
+def test_tool_scopes_from_the_environment(clean_env: pytest.MonkeyPatch, raw: str, expected: dict[str, str]) -> None:
+    clean_env.setenv("JWT_SECRET", SECRET)
+    clean_env.setenv("TOOL_SCOPES", raw)
+    assert AuthSettings().tool_scopes == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        ("http_get", "tool=scope pairs"),
+        ("http_get=", "tool=scope pairs"),
+        ("bad name!=tools:x", "not a tool name"),
+        ("http_get=root", "tools:<name> or a known scope"),
+        ("http_get=tools:", "tools:<name> or a known scope"),
+    ],
+)
+def test_a_malformed_tool_scope_map_is_refused_naming_it(
+    clean_env: pytest.MonkeyPatch, raw: str, complaint: str
+) -> None:
+    clean_env.setenv("JWT_SECRET", SECRET)
+    clean_env.setenv("TOOL_SCOPES", raw)
+    with pytest.raises(ValidationError, match="TOOL_SCOPES") as caught:
+        AuthSettings()
+    assert complaint in str(caught.value)

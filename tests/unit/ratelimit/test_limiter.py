@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from serve_app.ratelimit.limiter import InProcessRateLimiter, gcra
+from serve_app.ratelimit.http import RefusedAddresses
+from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimitDecision, gcra
 
 
 class FakeClock:
@@ -140,3 +141,38 @@ def test_limits_that_do_not_divide_the_window_still_admit_exactly_the_limit() ->
             new_tat, (allowed, *_rest) = gcra(tat, 123_456_789, limit, window_us, 1, charge=False)
             tat, admitted = new_tat, admitted + allowed
         assert admitted == limit
+
+
+class FakeSeconds:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_remembered_refusal_lasts_until_its_retry_after_for_its_limit() -> None:
+    clock = FakeSeconds()
+    refused = RefusedAddresses(clock)
+    refused.remember("10.0.0.1", RateLimitDecision(False, 5, 0, reset_s=40.0, retry_after_s=12.0))
+    clock.now += 11.5
+    known = refused.refusal("10.0.0.1", 5)
+    assert known is not None and not known.allowed
+    assert (known.retry_after_s, known.reset_s, known.limit) == (0.5, 28.5, 5)
+    assert refused.refusal("10.0.0.1", 6) is None  # another limit: ask the limiter
+    assert refused.refusal("10.0.0.2", 5) is None
+    clock.now += 0.5
+    assert refused.refusal("10.0.0.1", 5) is None
+
+
+def test_remembered_refusals_stay_bounded() -> None:
+    clock = FakeSeconds()
+    refused = RefusedAddresses(clock, keep=10)
+    for i in range(10):
+        refused.remember(f"a{i}", RateLimitDecision(False, 5, 0, 1.0, 1.0))
+    clock.now += 2  # all expired: the next one sweeps them
+    refused.remember("b", RateLimitDecision(False, 5, 0, 60.0, 60.0))
+    for i in range(20):
+        refused.remember(f"c{i}", RateLimitDecision(False, 5, 0, 60.0, 60.0))
+    assert len(refused._until) <= 10
+    assert refused.refusal("c19", 5) is not None
