@@ -18,6 +18,8 @@ from serve_app.scripted_llm import ScriptedLLMServer
 APP_NAME = "agentserve"
 # The tests share one client IP; the limits themselves are tested in the http and contract tiers.
 NO_RATE_LIMIT = {"Ingress": {"user_config": {"rate_limit": {"enabled": False}}}}
+# As configs/production.yaml logs: JSON lines, no access log (the app writes one line per request).
+PRODUCTION_LOGGING = {"encoding": "JSON", "enable_access_log": False}
 
 
 def free_port() -> int:
@@ -81,7 +83,13 @@ def deployed_app(serve_port: int, scripted_llm_server: ScriptedLLMServer) -> str
         "llm": {"base_url": scripted_llm_server.base_url, "model": "scripted", "max_retries": 0},
         "agent": {"tool_timeout_s": 5},
     }
-    serve.run(build_app_with_options(args, NO_RATE_LIMIT), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(
+        build_app_with_options(args, NO_RATE_LIMIT),
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=False,
+        logging_config=PRODUCTION_LOGGING,
+    )
     return f"http://127.0.0.1:{serve_port}"
 
 

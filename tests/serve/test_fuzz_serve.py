@@ -28,9 +28,6 @@ Notes:
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,48 +91,6 @@ def test_the_deployed_app_serves_the_fuzzed_document(served: str) -> None:
     r = httpx.get(f"{served}/openapi.json", timeout=30)
     assert r.status_code == 200
     assert _differences(r.json(), LOCAL_DOCUMENT) == []
-
-
-def _serve_logs(pattern: str = "*.log") -> dict[Path, str]:
-    """This cluster's Serve log files (replicas, proxy, controller) and their text."""
-    from ray.serve._private.logging_utils import get_serve_logs_dir
-
-    return {path: path.read_text(errors="replace") for path in Path(get_serve_logs_dir()).glob(pattern)}
-
-
-def _request_lines(request_id: str) -> list[str]:
-    """Our request log lines naming ``request_id`` in the Ingress replicas' Serve log files."""
-    return [
-        line
-        for text in _serve_logs("replica_*Ingress*.log").values()
-        for line in text.splitlines()
-        if request_id in line and " principal=" in line  # not Serve's own access line
-    ]
-
-
-def test_the_ingress_writes_one_request_line_in_serve(served: str) -> None:
-    """Through Serve's replica logger: one line, with the request id, route, principal and session; no credential.
-
-    NOTE: this cluster logs in Serve's TEXT encoding (the message, prefixed with Serve's
-    request id); with ``encoding: JSON`` (configs/) every field is a JSON key as well,
-    which ``tests/http/test_request_logs.py`` checks on the records.
-    """
-    rid, secret = f"log-{uuid.uuid4().hex}", f"not-a-real-token-{uuid.uuid4().hex}"
-    # The development principal from X-User-ID; the bearer token is ignored (auth is disabled here).
-    headers = {"X-Request-ID": rid, "X-User-ID": "dora", "Authorization": f"Bearer {secret}"}
-    r = httpx.post(f"{served}/api/chat", json={"message": "hello"}, headers=headers, timeout=60)
-    assert r.status_code == 200, r.text
-    lines: list[str] = []
-    for _ in range(100):  # the line is written as the response ends, maybe just after the client has it
-        lines = _request_lines(rid)
-        if lines:
-            break
-        time.sleep(0.1)
-    assert len(lines) == 1, lines
-    session = r.json()["session_id"]
-    assert "POST /api/chat 200 " in lines[0] and f"principal=dora session={session} client=" in lines[0]
-    assert "hello" not in lines[0]
-    assert not any(secret in text for text in _serve_logs().values())
 
 
 @schema.hook
