@@ -77,7 +77,10 @@ class AgentDeployment:
         lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
         self.memory = SemanticMemory(self.embedder, LanceVectorMemory(lance_uri))
         # NOTE: Serve replaces a replica whose check_health raises; only a long outage does.
-        self.watch = DependencyWatch(self._ready_and_ping, unhealthy_after_s=120.0)
+        # AGENTSERVE_UNHEALTHY_AFTER_S shortens the grace (0: a replica that cannot reach
+        # its store fails its first health check, so Serve never routes to it).
+        grace_s = float(os.environ.get("AGENTSERVE_UNHEALTHY_AFTER_S", "120"))
+        self.watch = DependencyWatch(self._ready_and_ping, unhealthy_after_s=grace_s)
         self.agent = Agent(
             self.llm,
             self.tools,

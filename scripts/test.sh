@@ -41,3 +41,4 @@ PYTEST="$BIN/pytest -q -p no:cacheprovider"
 echo "==> fast tier";     $PYTEST tests/unit tests/http -m "not localmodel"
 echo "==> contract tier"; $PYTEST tests/contract
 echo "==> serve tier";    $PYTEST tests/serve tests/unit -m "serve or localmodel"
+echo "==> cluster tier";  $PYTEST tests/cluster

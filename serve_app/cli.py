@@ -19,6 +19,7 @@ from serve_app.cli_auth import add_auth_commands
 from serve_app.cli_backup import add_backup_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
+from serve_app.rollout import add_rollout_commands
 
 DASHBOARD_PORT = 8265
 LOCAL_LLM_APP = "local-llm"
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     add_auth_commands(sub)
     add_kuberay_commands(sub)  # agentserve kuberay render|validate|apply|status
     add_backup_commands(sub)  # agentserve backup DEST, agentserve restore SRC
+    add_rollout_commands(sub)  # agentserve rollout CONFIG, agentserve rollback
     args = parser.parse_args(argv)
     return int(args.func(args))
 
