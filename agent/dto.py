@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # what OpenAI accepts as a function name
@@ -19,6 +19,8 @@ TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # what OpenAI accepts as a functio
 # Input limits, besides the HTTP body cap (1 MB). Fixed here, so the OpenAPI document shows them.
 MAX_MESSAGE_CHARS = 32_000  # one chat message
 MAX_REQUEST_MESSAGES = 256  # messages of one OpenAI-compatible request
+MAX_HISTORY_MESSAGES = MAX_REQUEST_MESSAGES - 1  # ChatRequest.history: an OpenAI request's messages less the turn's
+MAX_HISTORY_CHARS = 8 * MAX_MESSAGE_CHARS  # ChatRequest.history: all its messages' content together
 MAX_TOOL_ARGUMENT_BYTES = 32_768  # one tool call's arguments, as UTF-8 JSON (the LLM's or the direct route's)
 MAX_DENIED_TOOLS = 256
 
@@ -137,8 +139,27 @@ class ToolResult(BaseModel):
     duration_ms: float = 0.0
 
 
+class HistoryMessage(BaseModel):
+    """An earlier message of a conversation, supplied by the caller to start a session with.
+
+    Only user and assistant text: the agent's own system prompt applies, and tool
+    calls run server-side, so a client's system and tool messages have no place here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+
+
 class ChatRequest(BaseModel):
-    """One user turn, from HTTP or from a Python caller holding a handle."""
+    """One user turn, from HTTP or from a Python caller holding a handle.
+
+    ``history`` seeds a session that has no stored messages yet: the LLM sees it as
+    the earlier turns, and it is stored before the turn, so the returned session
+    continues it. For a session with stored messages it is refused (``history``):
+    the stored session is the conversation.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -151,6 +172,22 @@ class ChatRequest(BaseModel):
         max_length=MAX_DENIED_TOOLS,
         description="tools this turn may not use; the server adds those the caller lacks the scope for",
     )
+    history: list[HistoryMessage] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_MESSAGES,
+        description=(
+            "earlier messages, oldest first, to start the session with; only for a session"
+            f" without stored messages; at most {MAX_HISTORY_CHARS} characters in all"
+        ),
+    )
+
+    @field_validator("history")
+    @classmethod
+    def _history_fits(cls, history: list[HistoryMessage]) -> list[HistoryMessage]:
+        total = sum(len(m.content) for m in history)
+        if total > MAX_HISTORY_CHARS:
+            raise ValueError(f"at most {MAX_HISTORY_CHARS} characters of content in all, not {total}")
+        return history
 
     @property
     def user(self) -> str:

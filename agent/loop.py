@@ -25,7 +25,7 @@ from agent.dto import (
     ToolSpec,
     Usage,
 )
-from agent.errors import AgentError, ConflictError
+from agent.errors import AgentError, ConflictError, InvalidRequestError
 from agent.events import (
     AgentEvent,
     DoneEvent,
@@ -70,9 +70,10 @@ class Agent:
     Args:
         llm: The chat model.
         tools: Where tool calls run (in-process registry or a deployment handle).
-        store: The conversation store; a turn's messages (user message, tool
-            calls and results, reply) are stored in one transaction before
-            the turn reports ``done``; a failed turn stores nothing.
+        store: The conversation store; a turn's messages (the request's
+            ``history`` that starts a session, user message, tool calls and
+            results, reply) are stored in one transaction before the turn
+            reports ``done``; a failed turn stores nothing.
         config: Live-changeable behaviour; replace it with ``reconfigure``.
         context_window: The model's context in tokens; history is cut to fit
             it, less ``max_tokens`` for the reply.
@@ -158,7 +159,9 @@ class Agent:
                 yield event
             return
 
-        history = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
+        stored = await self.store.history(session.id, cfg.history_limit) if cfg.history_limit else []
+        seed = await self._seed(session.id, request, stored)
+        history = [*stored, *seed][-cfg.history_limit :] if cfg.history_limit else []  # one of them is empty
         user_msg = Message(role=Role.USER, content=request.message)
         system = Message(role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message, turn))
         budget = max(self.context_window - (cfg.max_tokens or 0), 1)
@@ -166,7 +169,7 @@ class Agent:
         denied = frozenset(request.denied_tools)
         specs = await self.tool_specs(denied)
         params = LLMParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-        pending: list[Message] = [user_msg]
+        pending: list[Message] = [*seed, user_msg]
 
         for step in range(1, cfg.max_steps + 1):
             result: LLMResult | None = None
@@ -210,6 +213,20 @@ class Agent:
         reply = Message(role=Role.ASSISTANT, content=text)
         async for event in self._finish(session.id, request, pending, reply, cfg.max_steps, "max_steps", turn):
             yield event
+
+    async def _seed(self, session_id: str, request: ChatRequest, stored: list[Message]) -> list[Message]:
+        """``request.history`` as the messages to store before the turn's own.
+
+        Raises:
+            InvalidRequestError: (``history``) the session has stored messages already.
+        """
+        if not request.history:
+            return []
+        if stored or (not self.config.history_limit and await self.store.history(session_id, 1)):
+            raise InvalidRequestError(
+                "the session has stored messages already; send history only to start a session", field="history"
+            )
+        return [Message(role=Role(m.role), content=m.content) for m in request.history]
 
     async def _finish(
         self,

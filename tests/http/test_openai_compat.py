@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from agent.config import AgentConfig
-from agent.dto import ChatRequest
+from agent.dto import MAX_HISTORY_CHARS, MAX_MESSAGE_CHARS, ChatRequest
 from agent.events import AgentEvent
 from agent.llm import LLMEndpoint, OpenAILLMClient
 from agent.loop import Agent
@@ -28,6 +28,7 @@ from tests.support.auth import dev_auth
 from tools import build_registry
 
 MODEL = "agentserve"
+CLIENT_CALL = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 
 @pytest.fixture
@@ -165,40 +166,68 @@ async def test_session_id_continues_a_stored_session(oai: openai.AsyncOpenAI, sc
     assert user_messages(scripted_llm) == [["my name is Ada", "who am I?", "third"]]
 
 
-async def test_request_history_without_session_becomes_a_transcript(
-    oai: openai.AsyncOpenAI, scripted_llm: ScriptedLLMServer
+CONVERSATION: Any = [
+    {"role": "system", "content": "client system prompts are ignored"},
+    {"role": "user", "content": "my name is Ada"},
+    {"role": "assistant", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "Ada"}]},
+    {"role": "assistant", "content": None, "tool_calls": [CLIENT_CALL]},
+    {"role": "tool", "tool_call_id": "c1", "content": "client-side result"},
+    {"role": "user", "content": "who am I?"},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_request_history_reaches_the_llm_as_earlier_turns(
+    oai: openai.AsyncOpenAI, scripted_llm: ScriptedLLMServer, stream: bool
 ) -> None:
+    raw = await oai.chat.completions.with_raw_response.create(model=MODEL, messages=CONVERSATION, stream=stream)
+    if stream:
+        _ = [c async for c in raw.parse()]  # type: ignore[union-attr]
+    sent = scripted_llm.app.state.requests[0]["messages"]
+    # Separate role messages, in order; the client's system, tool and tool-call-only messages are left out.
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", "my name is Ada"),
+        ("assistant", "Hello Ada"),
+        ("user", "who am I?"),
+    ]
+    assert sent[0]["role"] == "system" and "client" not in json.dumps(sent)
+
+    # The session started with that history: a follow-up that resends everything gets the stored conversation.
+    scripted_llm.app.state.requests.clear()
     await oai.chat.completions.create(
         model=MODEL,
-        messages=[
-            {"role": "system", "content": "client system prompts are ignored"},
-            {"role": "user", "content": "my name is Ada"},
-            {"role": "assistant", "content": "Hello Ada"},
-            {"role": "user", "content": "What is 12*12?"},
-        ],
+        messages=[*CONVERSATION, {"role": "assistant", "content": "edited"}, {"role": "user", "content": "and?"}],
+        extra_headers={"X-Session-ID": raw.headers["x-session-id"]},
     )
-    sent = scripted_llm.app.state.requests[0]["messages"]
-    assert [m["role"] for m in sent] == ["system", "user"]
-    assert "client system prompts" not in json.dumps(sent)
-    assert sent[1]["content"] == (
-        "Earlier in this conversation:\nuser: my name is Ada\nassistant: Hello Ada\n\nCurrent message:\nWhat is 12*12?"
-    )
+    assert user_messages(scripted_llm) == [["my name is Ada", "who am I?", "and?"]]
+    assert [m["content"] for m in scripted_llm.app.state.requests[0]["messages"] if m["role"] == "assistant"] == [
+        "Hello Ada",
+        "You said: who am I?",
+    ]
 
 
-def test_transcript_keeps_the_most_recent_history_that_fits() -> None:
-    big = "x" * 30_000
-    body = ChatCompletionRequest.model_validate(
-        {
-            "model": MODEL,
-            "messages": [
-                {"role": "user", "content": "old " + big},
-                {"role": "assistant", "content": "recent " + big[:5_000]},
-                {"role": "user", "content": "now"},
-            ],
-        }
-    )
-    message = to_chat_request(body, Principal(id="u1"), None).message
-    assert "old" not in message and "recent" in message and message.endswith("\nnow")
+async def test_request_history_over_the_limits_is_a_400_naming_messages(
+    oai: openai.AsyncOpenAI, http: httpx.AsyncClient, scripted_llm: ScriptedLLMServer
+) -> None:
+    long: Any = [{"role": "system", "content": "s"}, {"role": "user", "content": "x" * (MAX_MESSAGE_CHARS + 1)}]
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model=MODEL, messages=[*long, {"role": "user", "content": "hi"}])
+    assert info.value.param == "messages.1.content" and str(MAX_MESSAGE_CHARS) in info.value.message
+
+    chunk = {"role": "user", "content": "x" * MAX_MESSAGE_CHARS}
+    many: Any = [chunk] * (MAX_HISTORY_CHARS // MAX_MESSAGE_CHARS + 1) + [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model=MODEL, messages=many)
+    assert info.value.param == "messages" and str(MAX_HISTORY_CHARS) in info.value.message
+    assert info.value.code == "invalid_request" and info.value.type == "invalid_request_error"
+
+    assert scripted_llm.app.state.requests == []  # refused before any work
+    assert (await http.get("/api/sessions")).json()["items"] == []  # nothing stored
+    # With a session, earlier messages are not used, so not refused either.
+    done = await oai.chat.completions.create(model=MODEL, messages=many, extra_body={"session_id": "s-big"})
+    assert (done.model_extra or {})["session_id"] == "s-big"
+    assert user_messages(scripted_llm) == [["hi"]]
+    assert [s["id"] for s in (await http.get("/api/sessions")).json()["items"]] == ["s-big"]
 
 
 async def test_unknown_model_is_not_found(oai: openai.AsyncOpenAI) -> None:

@@ -6,8 +6,13 @@ How an OpenAI request becomes a turn:
   developer messages are ignored: the agent's configured system prompt applies.
 - With a session (the ``session_id`` body field, else the ``X-Session-ID``
   header) the stored session is the history, and earlier request messages are
-  ignored. Without one, earlier user/assistant text messages are prepended to
-  the message as a compact transcript, and the turn gets a fresh session.
+  ignored: OpenAI clients resend the whole conversation every time. Without
+  one, the turn gets a fresh session, started with the earlier user and
+  assistant text messages (``ChatRequest.history``): the LLM gets them as
+  earlier turns, and they are stored before the turn, so the returned session
+  continues the conversation. Tool messages, and assistant messages with only
+  tool calls, are left out (client-side function calling is not offered).
+  History over the limits is a 400 naming ``messages`` (or the message).
 - Tool calls run server-side inside the agent: they are not sent as OpenAI
   ``tool_calls``; only the assistant's text is streamed.
 - The session id comes back in the ``X-Session-ID`` response header (streaming
@@ -25,9 +30,10 @@ from collections.abc import AsyncIterator, Mapping
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
-from agent.dto import MAX_MESSAGE_CHARS, ChatRequest, Usage, new_id
-from agent.errors import AgentError, NotFoundError
+from agent.dto import ChatRequest, Usage, new_id
+from agent.errors import AgentError, InvalidRequestError, NotFoundError
 from agent.events import DoneEvent, ErrorEvent, MessageEvent, TokenEvent
 from serve_app.auth.tool_scopes import denied_tools, get_tool_scopes
 from serve_app.http.errors import STATUS_BY_ERROR, status_for
@@ -82,20 +88,27 @@ def error_response(exc: AgentError) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def transcript(earlier: list[ChatMessage], message: str) -> str:
-    """``message`` after the most recent earlier user/assistant text that fits the size limit."""
-    head, tail = "Earlier in this conversation:\n", f"\n\nCurrent message:\n{message}"
-    budget = MAX_MESSAGE_CHARS - len(head) - len(tail)
-    kept: list[str] = []
-    for m in reversed(earlier):
-        if m.role not in ("user", "assistant") or not m.text:
-            continue
-        line = f"{m.role}: {m.text}"
-        if len(line) + 1 > budget:
-            break
-        kept.append(line)
-        budget -= len(line) + 1
-    return head + "\n".join(reversed(kept)) + tail if kept else message
+def to_history(earlier: list[ChatMessage]) -> tuple[list[dict[str, str]], list[int]]:
+    """The earlier user/assistant text messages as ``ChatRequest.history``, with each one's index in ``earlier``."""
+    history: list[dict[str, str]] = []
+    indices: list[int] = []
+    for i, m in enumerate(earlier):
+        if m.role in ("user", "assistant") and m.text:
+            history.append({"role": m.role, "content": m.text})
+            indices.append(i)
+    return history, indices
+
+
+def _invalid_history(exc: ValidationError, indices: list[int]) -> InvalidRequestError | None:
+    """A ``ChatRequest.history`` error, naming the request's ``messages`` (or the one message) instead."""
+    first = exc.errors()[0]
+    loc = list(first["loc"])
+    if loc[:1] != ["history"]:
+        return None
+    param = "messages"
+    if len(loc) > 1 and isinstance(loc[1], int):
+        param = ".".join(["messages", str(indices[loc[1]]), *map(str, loc[2:])])
+    return InvalidRequestError(f"{param}: {first['msg']}", field=param)
 
 
 def to_chat_request(
@@ -104,16 +117,33 @@ def to_chat_request(
     session_header: str | None,
     tool_scopes: Mapping[str, str] | None = None,
 ) -> ChatRequest:
-    # NOTE: the transcript is a stopgap: a `history: list[Message]` field on ChatRequest
-    # would hand the earlier messages to the agent as real turns (the core owns that DTO).
+    """The agent turn for a request.
+
+    Raises:
+        InvalidRequestError: the earlier messages are over the history limits (``messages...``).
+    """
     session_id = body.session_id or session_header
-    message = body.messages[-1].text
+    history: list[dict[str, str]] = []
+    indices: list[int] = []
     if session_id is None:
-        message = transcript(body.messages[:-1], message)
+        history, indices = to_history(body.messages[:-1])
         # Minted here, not by the store, so a stream can name its session in a header.
         session_id = new_id("ses")
     denied = denied_tools(principal, tool_scopes or {})
-    return ChatRequest(message=message, session_id=session_id, user_id=principal.id, denied_tools=denied)
+    try:
+        return ChatRequest.model_validate(
+            {
+                "message": body.messages[-1].text,
+                "session_id": session_id,
+                "user_id": principal.id,
+                "denied_tools": denied,
+                "history": history,
+            }
+        )
+    except ValidationError as exc:
+        if (error := _invalid_history(exc, indices)) is None:
+            raise
+        raise error from None
 
 
 async def create_chat_completion(
