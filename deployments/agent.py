@@ -77,8 +77,8 @@ class AgentDeployment:
         lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
         self.memory = SemanticMemory(self.embedder, LanceVectorMemory(lance_uri))
         # NOTE: Serve replaces a replica whose check_health raises; only a long outage does.
-        # AGENTSERVE_UNHEALTHY_AFTER_S shortens the grace (0: a replica that cannot reach
-        # its store fails its first health check, so Serve never routes to it).
+        # AGENTSERVE_UNHEALTHY_AFTER_S: the grace for a replica that has been healthy; one
+        # that never reached its store fails its first check (serve_app/health_watch.py).
         grace_s = float(os.environ.get("AGENTSERVE_UNHEALTHY_AFTER_S", "120"))
         self.watch = DependencyWatch(self._ready_and_ping, unhealthy_after_s=grace_s)
         self.agent = Agent(

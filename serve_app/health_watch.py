@@ -4,6 +4,10 @@ Serve calls a deployment's ``check_health`` every few seconds and replaces a
 replica whose check raises. A database restart must not kill every replica at
 once, so a replica only fails its check once its dependencies have been failing
 *continuously* for ``unhealthy_after_s``; one success resets the clock.
+
+A replica whose dependencies have never answered (a bad ``DATABASE_URL`` in a
+rollout, say) gets no grace: it fails its first check, so Serve never routes to
+it and the rollout sees the failure at once.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class DependencyWatch:
         self.unhealthy_after_s = unhealthy_after_s
         self.clock = clock
         self.failing_since: float | None = None
+        self.ever_ok = False
 
     async def verdict(self) -> None:
         """Run the check; raise ``RuntimeError`` once it has failed for too long."""
@@ -40,9 +45,10 @@ class DependencyWatch:
             now = self.clock()
             if self.failing_since is None:
                 self.failing_since = now
-            if now - self.failing_since >= self.unhealthy_after_s:
+            if not self.ever_ok or now - self.failing_since >= self.unhealthy_after_s:
                 raise RuntimeError(
                     f"dependencies failing for {now - self.failing_since:.0f}s ({type(exc).__name__})"
                 ) from None
             return
         self.failing_since = None
+        self.ever_ok = True

@@ -50,9 +50,8 @@ def make_v1_config(llm_base_url: str, http_port: int, data_dir: str) -> dict[str
     app = config["applications"][0]
     app["runtime_env"]["env_vars"].update(
         AGENTSERVE_DATA_DIR=data_dir,
-        # A replica that cannot reach its store fails its first health check at once,
-        # so Serve never routes to it (the broken rollout below relies on this).
-        AGENTSERVE_UNHEALTHY_AFTER_S="0",
+        # NOTE: the default store-failure grace (120 s): a replica that never reached its
+        # store fails its first health check anyway, which the broken rollout relies on.
     )
     app["args"]["llm"] = {"base_url": llm_base_url, "model": "scripted", "timeout_s": 60, "max_retries": 2}
     deps = deployments(config)

@@ -34,3 +34,15 @@ async def test_only_a_continuous_outage_fails() -> None:
     now[0] = 100
     await watch.verdict()
     assert watch.failing_since == 100
+
+
+async def test_a_replica_whose_dependencies_never_answered_fails_at_once() -> None:
+    dep = Flaky()
+    dep.up = False
+    watch = DependencyWatch(dep, unhealthy_after_s=60, clock=lambda: 0.0)
+    with pytest.raises(RuntimeError, match="failing for 0s"):
+        await watch.verdict()
+    dep.up = True
+    await watch.verdict()
+    dep.up = False
+    await watch.verdict()  # healthy once: now the grace period applies
