@@ -1,17 +1,7 @@
-"""KubeRay manifests: a RayService whose ``serveConfigV2`` is a file of ``configs/``, rendered and checked offline.
-
-``python -m serve_app.kuberay render --config configs/production.yaml --out kuberay/`` writes the
-manifests; ``validate FILE...`` checks them against the real RayService CRD schema and our Serve
-config checks; ``apply`` and ``status`` print the kubectl commands (this module never calls a cluster).
-"""
+"""Render the KubeRay manifests from a Serve config: Namespace, Secret TEMPLATE, RayService, Ingress, PodMonitor."""
 
 from __future__ import annotations
 
-import argparse
-import functools
-import os
-import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +12,29 @@ from serve_app.config_file import load_serve_config, validate_serve_config
 RAY_VERSION = "2.60.0"  # must match the Dockerfile's FROM rayproject/ray:<version>-py311
 DEFAULT_IMAGE = "agentserve:0.1.0"
 DEFAULT_SECRET = "agentserve-secrets"  # noqa: S105 (the Secret's name)
-ROOT = Path(__file__).resolve().parents[1]
-CRD_FILE = "ray.io_rayservices.yaml"
-# First hit wins ($KUBERAY_CRD_DIR before these): a vendored copy, or the shared/ folder beside the checkout.
-CRD_DIRS = (ROOT / "kuberay" / "crds", ROOT.parent / "shared" / "kuberay-crds")
-FILES = {"Namespace": "namespace.yaml", "Secret": "secret.example.yaml", "RayService": "rayservice.yaml"}
-UPGRADE_TYPES = ("NewCluster", "NewClusterWithIncrementalUpgrade", "None")  # the CRD has no enum for it
+ROOT = Path(__file__).resolve().parents[2]
+FILES = {
+    "Namespace": "namespace.yaml",
+    "Secret": "secret.example.yaml",
+    "RayService": "rayservice.yaml",
+    "Ingress": "ingress.yaml",
+    "PodMonitor": "podmonitor.yaml",
+}
 METRICS_PORT = 8080
+# Served on the head only: the autoscaler (a sidecar, same network namespace) and the dashboard.
+HEAD_METRICS_PORTS = {"as-metrics": 44217, "dash-metrics": 44227}
+SERVE_PORT = 8000
+PODMONITOR_SUFFIX = "-ray"  # the PodMonitor is <name>-ray
+# ingress-nginx, as deploy/nginx/agentserve-proxy.conf: nothing holds an SSE response back, and no
+# timeout fires before the Serve proxy's request_timeout_s (the read timeout is that plus 60 s).
+INGRESS_NGINX = "nginx.ingress.kubernetes.io/"
+INGRESS_ANNOTATIONS = {
+    "proxy-buffering": "off",
+    "proxy-request-buffering": "off",
+    "proxy-http-version": "1.1",
+    "proxy-connect-timeout": "5",
+    "proxy-body-size": "2m",  # above the app's own 1 MB limit, so clients get its JSON 413
+}
 # The pods' environment from the Secret, with TEMPLATE values: "change-me" and *.invalid hosts only.
 SECRET_TEMPLATE = {
     "LLM_BASE_URL": "https://llm.example.invalid/v1",
@@ -89,7 +95,7 @@ def production_problems(config: dict[str, Any], worker_cpu: str | None = None, w
     return problems
 
 
-def _pod_template(role: str, ports: dict[str, int], cpu: str, memory: str, common: dict[str, Any]) -> dict:
+def _pod_template(role: str, ports: dict[str, int], cpu: str, memory: str, common: dict[str, Any]) -> dict[str, Any]:
     size = {"cpu": cpu, "memory": memory}
     container = {
         "name": f"ray-{role}",
@@ -144,7 +150,8 @@ def render_rayservice(
     if problems:
         raise ValueError(f"{serve_config_path}: " + "; ".join(problems))
     common = {"image": image, "secret_name": secret_name, "labels": {"app.kubernetes.io/name": name}}
-    head_ports = {"gcs-server": 6379, "dashboard": 8265, "serve": 8000, "metrics": METRICS_PORT}
+    head_ports = {"gcs-server": 6379, "dashboard": 8265, "serve": SERVE_PORT, "metrics": METRICS_PORT}
+    head_ports.update(HEAD_METRICS_PORTS)
     request_timeout_s = int(config.get("http_options", {}).get("request_timeout_s", 60))
     return {
         "apiVersion": "ray.io/v1",
@@ -178,7 +185,7 @@ def render_rayservice(
                         # The app passes small DTOs: 1 GiB of object store leaves the rest to the replicas.
                         "rayStartParams": {"metrics-export-port": "8080", "object-store-memory": str(1 << 30)},
                         "template": _pod_template(
-                            "worker", {"serve": 8000, "metrics": METRICS_PORT}, worker_cpu, worker_memory, common
+                            "worker", {"serve": SERVE_PORT, "metrics": METRICS_PORT}, worker_cpu, worker_memory, common
                         ),
                     }
                 ],
@@ -187,8 +194,72 @@ def render_rayservice(
     }
 
 
-def render_manifests(serve_config_path: str | Path, **options: Any) -> list[dict[str, Any]]:
-    """The Namespace, the Secret TEMPLATE (placeholders only) and the RayService."""
+def render_ingress(service: dict[str, Any], host: str | None = None, ingress_class: str = "nginx") -> dict[str, Any]:
+    """An ingress-nginx Ingress, set up for SSE, in front of KubeRay's ``<name>-serve-svc``.
+
+    KubeRay creates and owns that Service (port 8000, the pods whose Serve proxy is healthy) and moves
+    it to the new cluster after an upgrade, so the Ingress never needs to change. With ``host``, TLS
+    from the Secret ``<name>-tls`` (cert-manager or your own); without, every host of the class.
+    """
+    name, meta = service["metadata"]["name"], service["metadata"]
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    timeout = str(int(config.get("http_options", {}).get("request_timeout_s", 60)) + 60)
+    annotations = {**INGRESS_ANNOTATIONS, "proxy-read-timeout": timeout, "proxy-send-timeout": timeout}
+    backend = {"service": {"name": f"{name}-serve-svc", "port": {"number": SERVE_PORT}}}
+    rule: dict[str, Any] = {"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+    spec: dict[str, Any] = {"ingressClassName": ingress_class, "rules": [rule]}
+    if host:
+        rule["host"] = host
+        spec["tls"] = [{"hosts": [host], "secretName": f"{name}-tls"}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": dict(meta["labels"]),
+            "annotations": {INGRESS_NGINX + k: v for k, v in sorted(annotations.items())},
+        },
+        "spec": spec,
+    }
+
+
+def render_podmonitor(service: dict[str, Any]) -> dict[str, Any]:
+    """A Prometheus Operator PodMonitor for every Ray pod of the RayService (head and workers)."""
+    meta = service["metadata"]
+
+    # Ray's Grafana dashboards group by ray_io_cluster; the node type tells head from workers.
+    def relabel() -> list[dict[str, Any]]:  # a new list each time: YAML would alias a shared one
+        return [
+            {"sourceLabels": [f"__meta_kubernetes_pod_label_{k}"], "targetLabel": k}
+            for k in ("ray_io_cluster", "ray_io_node_type")
+        ]
+
+    ports = ["metrics", *HEAD_METRICS_PORTS]  # a pod without the named port (a worker) is not scraped on it
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {
+            "name": meta["name"] + PODMONITOR_SUFFIX,
+            "namespace": meta["namespace"],
+            "labels": dict(meta["labels"]),
+        },
+        "spec": {
+            "selector": {"matchLabels": dict(meta["labels"])},
+            "podMetricsEndpoints": [
+                {"port": port, "path": "/metrics", "interval": "15s", "relabelings": relabel()} for port in ports
+            ],
+        },
+    }
+
+
+def render_manifests(
+    serve_config_path: str | Path, *, host: str | None = None, ingress_class: str = "nginx", **options: Any
+) -> list[dict[str, Any]]:
+    """The Namespace, the Secret TEMPLATE (placeholders only), the RayService, its Ingress and PodMonitor.
+
+    ``options`` go to ``render_rayservice``; ``host`` and ``ingress_class`` to ``render_ingress``.
+    """
     service = render_rayservice(serve_config_path, **options)
     meta = {"namespace": service["metadata"]["namespace"], "labels": service["metadata"]["labels"]}
     secret = {"name": options.get("secret_name", DEFAULT_SECRET), **meta}
@@ -196,6 +267,8 @@ def render_manifests(serve_config_path: str | Path, **options: Any) -> list[dict
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": meta["namespace"], "labels": meta["labels"]}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": secret, "type": "Opaque", "stringData": SECRET_TEMPLATE},
         service,
+        render_ingress(service, host, ingress_class),
+        render_podmonitor(service),
     ]
 
 
@@ -210,165 +283,10 @@ def render_files(serve_config_path: str | Path, **options: Any) -> dict[str, str
     """File name → text, as ``render`` writes them."""
     path = Path(serve_config_path).resolve()
     source = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
-    files = {}
+    files: dict[str, str] = {}
     for obj in render_manifests(serve_config_path, **options):
         meta = obj["metadata"]
         header = TEMPLATE_HEADER if obj["kind"] == "Secret" else GENERATED
         header = header.format(source=source, name=meta["name"], namespace=meta.get("namespace", ""))
         files[FILES[obj["kind"]]] = header + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=120)
     return files
-
-
-def find_crd() -> Path:
-    dirs = [Path(os.environ["KUBERAY_CRD_DIR"])] if os.environ.get("KUBERAY_CRD_DIR") else []
-    for directory in [*dirs, *CRD_DIRS]:
-        if (directory / CRD_FILE).is_file():
-            return directory / CRD_FILE
-    raise FileNotFoundError(f"{CRD_FILE} not found in $KUBERAY_CRD_DIR or {[str(d) for d in CRD_DIRS]}")
-
-
-def _strict(schema: Any) -> Any:
-    """Forbid unknown fields where the API server prunes or rejects them (no preserve-unknown-fields)."""
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: {n: _strict(s) for n, s in v.items()} if k == "properties" else _strict(v) for k, v in schema.items()}
-    if (
-        "properties" in out
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def crd_schema(path: str | None = None) -> dict[str, Any]:
-    """The strict ``openAPIV3Schema`` of the CRD's ``v1`` version."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 0.3 s instead of 1.7 s for 1 MB
-    crd = yaml.load(Path(path or find_crd()).read_text(), Loader=loader)  # noqa: S506 (a safe loader)
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return _strict(version["schema"]["openAPIV3Schema"])
-
-
-def validate_against_crd(obj: dict[str, Any], crd_path: str | None = None) -> None:
-    """Raise ``ValueError`` listing every field of ``obj`` that the RayService v1 schema refuses."""
-    from jsonschema import Draft4Validator  # OpenAPI v3.0 schemas are draft-4 JSON Schema plus x- keywords
-
-    errors = [f"apiVersion/kind: {obj.get('apiVersion')}/{obj.get('kind')} is not ray.io/v1/RayService"]
-    errors = errors if (obj.get("apiVersion"), obj.get("kind")) != ("ray.io/v1", "RayService") else []
-    for err in sorted(Draft4Validator(crd_schema(crd_path)).iter_errors(obj), key=lambda e: list(map(str, e.path))):
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
-        errors.append(f"{where or '<root>'}: {err.message[:300]}")
-    if errors:
-        raise ValueError("RayService refused by the CRD schema:\n  " + "\n  ".join(errors))
-
-
-def validate_manifest(obj: dict[str, Any], crd_path: str | None = None) -> None:
-    """The CRD schema, what it cannot express, and ``serveConfigV2`` through ``validate_serve_config``."""
-    validate_against_crd(obj, crd_path)
-    spec = obj.get("spec") or {}
-    # What the operator refuses at reconcile time (the CRD cannot say it).
-    problems = [] if spec.get("rayClusterConfig") else ["spec.rayClusterConfig: missing"]
-    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,45}[a-z0-9])?", (obj.get("metadata") or {}).get("name", "")):
-        problems.append("metadata.name: a DNS-1035 label of at most 47 characters")
-    if (upgrade := (spec.get("upgradeStrategy") or {}).get("type", "NewCluster")) not in UPGRADE_TYPES:
-        problems.append(f"spec.upgradeStrategy.type: {upgrade!r} is not one of {UPGRADE_TYPES}")
-    for group in (spec.get("rayClusterConfig") or {}).get("workerGroupSpecs", []):
-        if group["minReplicas"] > group["maxReplicas"]:
-            problems.append(f"worker group {group['groupName']!r}: minReplicas > maxReplicas")
-    if problems:
-        raise ValueError("RayService refused by KubeRay:\n  " + "\n  ".join(problems))
-    config = yaml.safe_load(spec.get("serveConfigV2") or "")
-    if not isinstance(config, dict):
-        raise ValueError("spec.serveConfigV2: not a Serve config (expected a YAML mapping)")
-    validate_serve_config(config)
-    if problems := production_problems(config):
-        raise ValueError("spec.serveConfigV2: " + "; ".join(problems))
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    opts = {"name": args.name, "namespace": args.namespace, "image": args.image}
-    for file_name, text in render_files(args.config, **opts).items():
-        (out / file_name).write_text(text)
-        print(out / file_name)
-    return 0
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    failed = 0
-    for path in args.files:
-        try:
-            docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if isinstance(d, dict)]
-        except (OSError, yaml.YAMLError) as exc:
-            docs, failed = [], failed + 1
-            print(f"{path}: {exc}", file=sys.stderr)
-        for doc in docs:
-            what = f"{path}: {doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-            if doc.get("kind") != "RayService":
-                print(f"{what}: not a RayService, skipped")
-                continue
-            try:
-                validate_manifest(doc)
-                print(f"{what}: ok")
-            except ValueError as exc:
-                failed += 1
-                print(f"{what}: {exc}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def cmd_apply(args: argparse.Namespace) -> int:
-    d = Path(args.dir)
-    if cmd_validate(argparse.Namespace(files=[str(d / FILES["RayService"])])):
-        return 1
-    print("# Nothing is applied from here. Against the cluster, file by file (never -f on the directory):")
-    print(f"kubectl apply -f {d / FILES['Namespace']}")
-    print(f"kubectl apply -f <your filled copy of {d / FILES['Secret']}>  # first time, or when a value changes")
-    print(f"kubectl apply -f {d / FILES['RayService']}")
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    n, ns, head = args.name, args.namespace, f"ray.io/node-type=head,app.kubernetes.io/name={args.name}"
-    print(f"kubectl get rayservice {n} -n {ns}")
-    print(f"kubectl describe rayservice {n} -n {ns}")
-    print(f"kubectl get raycluster,pods -n {ns} -l app.kubernetes.io/name={n} -o wide")
-    print(f"kubectl exec -n {ns} $(kubectl get pod -n {ns} -l {head} -o name | head -1) -c ray-head -- serve status")
-    return 0
-
-
-def _add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    render = sub.add_parser("render", help="write namespace.yaml, secret.example.yaml, rayservice.yaml")
-    render.add_argument("--config", default="configs/production.yaml")
-    render.add_argument("--out", default="kuberay")
-    render.add_argument("--image", default=DEFAULT_IMAGE, help="e.g. registry.example.com/agentserve:0.1.0")
-    validate = sub.add_parser("validate", help="check RayService manifests: CRD schema, serveConfigV2")
-    validate.add_argument("files", nargs="+")
-    apply = sub.add_parser("apply", help="validate, then print the kubectl commands (applies nothing)")
-    apply.add_argument("--dir", default="kuberay")
-    status = sub.add_parser("status", help="print the kubectl commands that show the RayService's state")
-    for p in (render, status):
-        p.add_argument("--name", default="agentserve")
-        p.add_argument("--namespace", default="agentserve")
-    for p, func in ((render, cmd_render), (validate, cmd_validate), (apply, cmd_apply), (status, cmd_status)):
-        p.set_defaults(func=func)
-
-
-def add_kuberay_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``kuberay render|validate|apply|status`` on the ``agentserve`` parser's subcommands."""
-    kuberay = sub.add_parser("kuberay", help="KubeRay manifests: render, validate, kubectl commands")
-    _add_subcommands(kuberay.add_subparsers(dest="kuberay_command", required=True))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serve_app.kuberay", description=__doc__)
-    _add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

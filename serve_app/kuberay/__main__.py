@@ -1,0 +1,5 @@
+import sys
+
+from serve_app.kuberay.cli import main
+
+sys.exit(main())
