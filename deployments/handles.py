@@ -24,6 +24,20 @@ from serve_app.http.services import CheckResult
 logger = logging.getLogger(__name__)
 
 
+class _Methods:
+    """One handle per method, made once: ``handle.<method>`` copies the handle's options on every access."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+        self._methods: dict[str, DeploymentHandle] = {}
+
+    def __getitem__(self, method: str) -> DeploymentHandle:
+        found = self._methods.get(method)
+        if found is None:
+            found = self._methods[method] = getattr(self.handle, method)
+        return found
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     cause = getattr(exc, "cause", None)
     if isinstance(exc, RayTaskError) and isinstance(cause, AgentError):
@@ -36,13 +50,14 @@ class HandleToolExecutor:
 
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
+        self._execute = handle.execute
 
     async def list_tools(self) -> list[ToolSpec]:
         specs: list[ToolSpec] = await self.handle.list_tools.remote()
         return specs
 
     async def execute(self, invocation: ToolInvocation) -> ToolResult:
-        result: ToolResult = await self.handle.execute.remote(invocation)
+        result: ToolResult = await self._execute.remote(invocation)
         return result
 
 
@@ -51,9 +66,10 @@ class HandleEmbedder:
 
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
+        self._embed = handle.embed
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        vectors: list[list[float]] = await self.handle.embed.remote(texts)
+        vectors: list[list[float]] = await self._embed.remote(texts)
         return vectors
 
 
@@ -62,7 +78,8 @@ class HandleAgentService:
 
     def __init__(self, agent: DeploymentHandle, tools: DeploymentHandle) -> None:
         self.agent = agent
-        self.stream_handle = agent.options(stream=True)
+        self.methods = _Methods(agent)
+        self.stream_batches = agent.options(stream=True).stream_batches
         self.tools = HandleToolExecutor(tools)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -70,7 +87,7 @@ class HandleAgentService:
         return response
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[AgentEvent]:
-        gen = self.stream_handle.stream_batches.remote(request)
+        gen = self.stream_batches.remote(request)
         finished = False
         try:
             async for batch in gen:
@@ -92,7 +109,7 @@ class HandleAgentService:
 
     async def _call(self, method: str, *args: object) -> Any:
         try:
-            return await getattr(self.agent, method).remote(*args)
+            return await self.methods[method].remote(*args)
         except RayTaskError as exc:
             raise _unwrap(exc) from None
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,51 @@ from serve_app.rollout import add_rollout_commands
 
 DASHBOARD_PORT = 8265
 LOCAL_LLM_APP = "local-llm"
+
+
+# Ray Serve's fast path, measured on 2 cores (docs/benchmarks.md, "What was changed").
+# NOTE: Serve reads these when its controller, proxy and replicas start, so they must be
+# in the environment of the process that starts Ray (every Ray process inherits it
+# through the raylet); an application's runtime_env comes too late for the proxy.
+RAY_SERVE_SWITCHES: dict[str, str] = {
+    # Direct ingress (the Ingress replica serves HTTP itself), gRPC between handles,
+    # user code and the router on each replica's main loop, buffered request logs.
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Ray's bundled HAProxy in front of the Ingress replicas instead of the Python proxy.
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # ... but replica logs written as they happen: the throughput mode holds 1,000 lines
+    # in memory (flushed on ERROR only), so a quiet local server would show no request log.
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+}
+
+
+def ray_serve_env(state_dir: str) -> dict[str, str]:
+    """``RAY_SERVE_SWITCHES`` plus HAProxy files and ports private to one cluster.
+
+    NOTE: HAProxy's defaults are machine-wide (/tmp/haproxy-serve, ports 8404 and
+    9101): a second cluster on the same machine (tests, benchmarks) would take over
+    the first one's admin socket. Keep ``state_dir`` short: Ray adds a 56-character
+    directory under it and HAProxy refuses socket paths over 97 characters.
+    """
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    env = dict(RAY_SERVE_SWITCHES)
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        env.update(
+            {
+                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(state_dir, "haproxy.cfg"),
+                "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(state_dir, "admin.sock"),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
+                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(state_dir, "server-state"),
+                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            }
+        )
+    return env
 
 
 def ray_cli_env() -> dict[str, str]:
@@ -83,6 +130,12 @@ def serve_deploy(config: dict[str, Any]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # NOTE: short and under /tmp: HAProxy refuses longer socket paths (see ray_serve_env).
+    serve_state = tempfile.mkdtemp(prefix="ashp-", dir="/tmp")
+    for key, value in ray_serve_env(serve_state).items():
+        os.environ.setdefault(key, value)  # an explicit RAY_SERVE_...=0 in the environment wins
+    # One machine, no load balancer to drain from: Ctrl-C stops in seconds, not 30+.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     config = prepare_config(args.config, args.port, args.host)
     port = config.get("http_options", {}).get("port", 8000)
     import ray
@@ -127,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             serve.shutdown()
         finally:
             ray.shutdown()
+            shutil.rmtree(serve_state, ignore_errors=True)
     return 0
 
 
@@ -158,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_check_config)
     add_auth_commands(sub)
-    add_kuberay_commands(sub)  # agentserve kuberay render|validate|apply|status
+    add_kuberay_commands(sub)  # agentserve kuberay render|validate|apply|status|delete
     add_backup_commands(sub)  # agentserve backup DEST, agentserve restore SRC
     add_rollout_commands(sub)  # agentserve rollout CONFIG, agentserve rollback
     args = parser.parse_args(argv)

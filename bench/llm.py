@@ -1,0 +1,41 @@
+"""The scripted OpenAI-compatible LLM with the knobs the goal benchmarks need.
+
+``serve_app.scripted_llm`` with its ``slow: <n>`` rule's token delay settable,
+so one server answers both a zero-latency tool turn (``calc: 17*23``) and a
+slow streamed reply (``slow: 20`` = 20 tokens, ``--slow-token-delay-s`` apart).
+uvloop and httptools, no access log: it must cost both stacks as little as it can.
+
+    python -m bench.llm --port 8100 --slow-token-delay-s 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from serve_app.scripted_llm import ScriptedLLMConfig, create_scripted_llm_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--latency-s", type=float, default=0.0, help="before the first byte of every call")
+    parser.add_argument("--slow-token-delay-s", type=float, default=0.01, help="between the tokens of `slow: <n>`")
+    a = parser.parse_args()
+    cfg = ScriptedLLMConfig(latency_s=a.latency_s, slow_token_delay_s=a.slow_token_delay_s)
+    uvicorn.run(
+        create_scripted_llm_app(cfg),
+        host=a.host,
+        port=a.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Goal 5, start and size: ``agentserve run`` (what ``make run`` runs) to ready, and the app's memory.
+
+Starts ``agentserve run`` on a free port exactly as ``make run`` does (local
+Ray, ``serve deploy configs/local.yaml``, the bundled models), times it from
+launch to the first 200 on ``/ready``, then adds up the proportional set size
+(PSS, from ``/proc/<pid>/smaps_rollup``) of every process it started, by role,
+and stops it with Ctrl-C (SIGINT) as a user would. "Models excluded" leaves
+out the LocalLLM replica and the Embedding replica's model (its PSS above the
+ToolExecutor replica's, which runs the same Ray worker without torch).
+Goals: ready ≤ 20 s; the app at one replica each ≤ 1.5 GB PSS, models excluded.
+The single-process baseline's PSS (with its in-process model) is measured too. ::
+
+    python -m bench.startup                  # ~1.5 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from bench import procs
+from bench.stacks import Stacks, free_port, verdict
+
+READY_GOAL_S = 20.0
+PSS_GOAL_MB = 1500.0
+STEPS = ("starting", "deploying", "Sent", "agentserve is ready")
+
+
+def pss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0.0
+
+
+def pss_by_role(root: int, roles: dict[int, str] | None = None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pid in [root, *procs.descendants(root)]:
+        name = (roles or {}).get(pid) or procs.role(pid)
+        out[name] = out.get(name, 0.0) + pss_mb(pid)
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def run_once(port: int, timeout_s: float) -> dict[str, Any]:
+    env = {**os.environ, "METRICS_PORT": str(free_port())}
+    env.pop("LLM_BASE_URL", None)
+    cmd = [os.path.join(os.path.dirname(sys.executable), "agentserve"), "run", f"--port={port}"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        for line in proc.stdout or []:
+            lines.append((round(time.monotonic() - t0, 1), line.rstrip()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ready_s = None
+    try:
+        while time.monotonic() - t0 < timeout_s and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    ready_s = round(time.monotonic() - t0, 1)
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        if ready_s is None:
+            raise RuntimeError(f"agentserve run was not ready within {timeout_s:g} s (exit {proc.poll()})")
+        time.sleep(5)  # let replicas settle after their first requests
+        pss = pss_by_role(proc.pid, {proc.pid: "agentserve run (Ray driver)"})
+    finally:
+        stopping = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    total = sum(pss.values())
+    embedding_model = pss.get("replica Embedding", 0.0) - pss.get("replica ToolExecutor", 0.0)
+    model = pss.get("replica LocalLLM", 0.0) + max(embedding_model, 0.0)
+    return {
+        "ready_s": ready_s,
+        "pss_mb": pss,
+        "pss_total_mb": round(total, 1),
+        "pss_models_mb": round(model, 1),
+        "pss_without_models_mb": round(total - model, 1),
+        # When each step of `agentserve run` printed its line (s after launch).
+        "phases": {text[:60]: t for t, text in lines if text.startswith(STEPS)},
+        "stop_s": round(time.monotonic() - stopping, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--timeout-s", type=float, default=180)
+    a = parser.parse_args()
+    with Stacks("startup") as st:
+        runs = []
+        for i in range(a.runs):
+            r = run_once(free_port(), a.timeout_s)
+            runs.append(r)
+            print(f"run {i + 1}: ready in {r['ready_s']} s ({r['phases']}); PSS {r['pss_total_mb']:.0f} MB, "
+                  f"{r['pss_without_models_mb']:.0f} MB without models", flush=True)  # fmt: skip
+        llm = st.llm()
+        base = st.baseline(llm)
+        httpx.post(f"{base}/api/chat", json={"message": "calc: 1+1"}, timeout=60)
+        baseline_pid = next(p for p, r in st.roles.items() if r == "baseline uvicorn")
+        st.results["baseline_pss_mb"] = round(pss_mb(baseline_pid), 1)
+        st.results["runs"] = runs
+        out = st.write()
+
+    last = runs[-1]
+    print("\nPSS by process role (MB, last run):")
+    for name, mb in last["pss_mb"].items():
+        print(f"  {name:<40} {mb:>8.1f}")
+    print(f"  {'total':<40} {last['pss_total_mb']:>8.1f}")
+    print(f"  {'models (LocalLLM, Embedding model)':<40} {last['pss_models_mb']:>8.1f}")
+    print(f"baseline process (with its sentence model): {st.results['baseline_pss_mb']} MB")
+    ready = max(r["ready_s"] for r in runs)
+    size = max(r["pss_without_models_mb"] for r in runs)
+    print(f"goal 5: ready in {ready} s (goal ≤ {READY_GOAL_S:g}): {verdict(ready <= READY_GOAL_S)}")
+    print(f"goal 5: {size:.0f} MB PSS without models (goal ≤ {PSS_GOAL_MB:g}): {verdict(size <= PSS_GOAL_MB)}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
