@@ -6,7 +6,6 @@ never looked up for real; tools fetching literal addresses get one that fails if
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import socket
@@ -21,12 +20,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent.dto import ToolErrorKind, ToolInvocation
+from tests.support.tls import self_signed_cert
 from tools import ToolFailure, ToolRegistry
 from tools.http_get import HttpGetArgs, HttpGetTool, IPAddress, Resolver, is_public_address, parse_ip_host
 
@@ -304,31 +300,13 @@ class Tls:
 
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "public.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("public.test")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     directory: Path = tmp_path_factory.mktemp("tls")
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    chain, private = self_signed_cert(directory, names=("public.test",), ips=())
     sni: list[str | None] = []
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    tls.load_cert_chain(chain, private)
     tls.sni_callback = lambda _sock, server_name, _ctx: sni.append(server_name)
-    client = ssl.create_default_context(cadata=cert.public_bytes(serialization.Encoding.PEM).decode())
+    client = ssl.create_default_context(cafile=str(chain))
     for running in serve(tls):
         yield Tls(running, client, sni)
 
