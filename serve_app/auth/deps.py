@@ -127,9 +127,14 @@ def get_authenticator(request: Request) -> Authenticator:
     return found
 
 
+async def authenticator_dependency(request: Request) -> Authenticator:
+    """``get_authenticator`` as a dependency: ``async`` so FastAPI calls it on the loop, not in its threadpool."""
+    return get_authenticator(request)
+
+
 async def get_principal(
     request: Request,
-    authenticator: Annotated[Authenticator, Depends(get_authenticator)],
+    authenticator: Annotated[Authenticator, Depends(authenticator_dependency)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:

@@ -22,7 +22,12 @@ def get_tool_scopes(request: Request) -> Mapping[str, str]:
     return get_authenticator(request).settings.tool_scopes
 
 
-ToolScopesDep = Annotated[Mapping[str, str], Depends(get_tool_scopes)]
+async def tool_scopes_dependency(request: Request) -> Mapping[str, str]:
+    """``get_tool_scopes`` as a dependency, on the loop (a sync one would hop through FastAPI's threadpool)."""
+    return get_tool_scopes(request)
+
+
+ToolScopesDep = Annotated[Mapping[str, str], Depends(tool_scopes_dependency)]
 
 
 def denied_tools(principal: Principal, tool_scopes: Mapping[str, str]) -> list[str]:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from serve_app.http.services import AgentService
 
 
-def get_agent_service(request: Request) -> AgentService:
+async def get_agent_service(request: Request) -> AgentService:  # async: no threadpool hop
     service: AgentService = request.app.state.agent_service
     return service
 

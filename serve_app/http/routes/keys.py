@@ -18,7 +18,7 @@ from serve_app.http.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES
 router = APIRouter(prefix="/api/keys", tags=["keys"], dependencies=[Depends(require_scopes("admin"))])
 
 
-def get_key_store(request: Request) -> ApiKeyStore:
+async def get_key_store(request: Request) -> ApiKeyStore:  # async: no threadpool hop
     store: ApiKeyStore = request.app.state.key_store
     return store
 
