@@ -89,8 +89,6 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def serve_env(overrides: list[str], state_dir: Path) -> dict[str, str]:
     """The Ray switches for this run: ``agentserve run``'s, with ``KEY=VALUE`` overrides (empty value: unset)."""
     env = ray_serve_env(str(state_dir))
-    # One machine, no load balancer to drain: stop in seconds, not the 30 s default.
-    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     for kv in overrides:
         key, _, value = kv.partition("=")
         if value:

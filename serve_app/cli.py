@@ -40,6 +40,13 @@ RAY_SERVE_SWITCHES: dict[str, str] = {
     # ... but replica logs written as they happen: the throughput mode holds 1,000 lines
     # in memory (flushed on ERROR only), so a quiet local server would show no request log.
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    # HAProxy's buffer (Ray's default 16 KiB) bounds the request line plus headers (less
+    # tune.maxrewrite, 1 KiB), and HAProxy answers its own HTML 400 above it. A valid
+    # GET /api/memory/search (q up to 2,000 characters, 12 bytes each percent-encoded)
+    # is up to ~24 KB: 32 KiB lets every valid request reach the app.
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "32768",
+    # One machine, no load balancer to drain from: Ctrl-C stops in seconds, not 30+.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
 }
 
 
@@ -65,6 +72,9 @@ def ray_serve_env(state_dir: str) -> dict[str, str]:
                 "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(state_dir, "admin.sock"),
                 "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
                 "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(state_dir, "server-state"),
+                # HAProxy's per-request log datagrams (Serve's HTTP metrics); by default under
+                # /tmp/haproxy-serve/<node id>/, a directory Serve leaves behind.
+                "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(state_dir, "metrics.sock"),
                 "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
                 "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             }
@@ -134,8 +144,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     serve_state = tempfile.mkdtemp(prefix="ashp-", dir="/tmp")
     for key, value in ray_serve_env(serve_state).items():
         os.environ.setdefault(key, value)  # an explicit RAY_SERVE_...=0 in the environment wins
-    # One machine, no load balancer to drain from: Ctrl-C stops in seconds, not 30+.
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     config = prepare_config(args.config, args.port, args.host)
     port = config.get("http_options", {}).get("port", 8000)
     import ray

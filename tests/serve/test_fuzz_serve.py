@@ -23,6 +23,13 @@ Notes:
   scripted-LLM commands are defused, so no case can hang the run.
 - Few examples per operation (``MAX_EXAMPLES``): each case is a real request
   through the proxy and the replicas, on a 2-core machine.
+- The proxy is Ray's bundled HAProxy, as ``agentserve run`` starts it. A request
+  line plus headers longer than its buffer gets HAProxy's own HTML 400, not the
+  app's JSON: Ray's default 16 KiB refused a generated ``q`` of 4-byte characters
+  (12 bytes each percent-encoded), and a valid ``q`` (up to 2,000 characters) can
+  need ~24 KB, so ``serve_app.cli`` sets ``RAY_SERVE_HAPROXY_TUNE_BUFSIZE`` to
+  32 KiB, above the longest valid URL (``tests/serve/test_serve_mode.py`` sends
+  it). Cases are not shortened.
 """
 
 from __future__ import annotations

@@ -164,6 +164,14 @@ async def test_chat_through_nginx_keeps_the_request_id_and_gets_hsts(
     assert len(made_ids) == 1 and len(made_ids[0]) >= 16  # none given: one was made
 
 
+async def test_the_longest_valid_url_reaches_the_app_through_nginx(via_nginx: httpx.AsyncClient) -> None:
+    q = "\U0001d757" * 2000  # ~24 KB percent-encoded: over nginx's default 8k header buffers
+    r = await via_nginx.get("/api/memory/search", params={"q": q, "user_id": "long-url"})
+    assert r.status_code == 200, r.text[:300]
+    r = await via_nginx.get("/api/memory/search", params={"q": q + "x", "user_id": "long-url"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "q"
+
+
 async def test_an_oversized_body_gets_the_apps_413_not_nginxs(via_nginx: httpx.AsyncClient) -> None:
     r = await via_nginx.post(
         "/api/chat", content=b'{"message": "' + b"x" * 1_200_000 + b'"}', headers={"content-type": "application/json"}
