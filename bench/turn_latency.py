@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import httpx
 
 from bench import procs
 from bench.load import require_wrk, run_wrk
+from bench.stacks import free_port, ratio, stop, wait_http
 
 TURN = {"message": "calc: 17*23"}
 EXPECT = "The result is 391"
@@ -43,40 +43,10 @@ APP_NAME = "agentserve"
 STORE_SETTINGS = ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI", "AGENTSERVE_DATA_DIR")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(name: str, module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
     cmd = [sys.executable, "-m", module, *args]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see bench/results/*.log")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:g}s")
 
 
 def check_turn(base_url: str) -> None:
@@ -151,10 +121,6 @@ def replica_counts() -> dict[str, dict[str, int]]:
 
     deployments = serve.status().applications[APP_NAME].deployments
     return {name: {str(s): n for s, n in d.replica_states.items()} for name, d in deployments.items()}
-
-
-def ratio(a: float, b: float) -> float:
-    return round(a / b, 2) if b else float("nan")
 
 
 def report(results: dict[str, Any], conc: int) -> None:

@@ -31,7 +31,7 @@ from lancedb.table import AsyncTable
 from agent.errors import AgentError, StoreUnavailableError
 from agent.ports import MemoryHit, MemoryItem
 from memory.codec import as_utc
-from memory.vector_in_memory import DIM, Matrix, as_matrix, check_k, memory_not_found, rows_by_user
+from memory.vector_in_memory import DIM, Matrix, as_matrix, batches_by_user, check_k, memory_not_found
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,8 @@ class LanceVectorMemory:
     # ------------------------------------------------------------ the port
 
     async def add(self, items: list[MemoryItem], vectors: list[list[float]]) -> None:
-        if len(items) != len(vectors):
-            raise ValueError("items and vectors differ in length")
-        if not items:
-            return
-        matrix = as_matrix(vectors, self._dim)
-        for user_id, rows in rows_by_user(items).items():
-            data = self._rows([items[i] for i in rows], matrix[rows])
+        for user_id, rows, unit in batches_by_user(items, vectors, self._dim):
+            data = self._rows([items[i] for i in rows], unit)
             with _store_errors("add"):
                 table = await self._table(user_id, create=True)
                 assert table is not None

@@ -48,6 +48,22 @@ def rows_by_user(items: list[MemoryItem]) -> dict[str, list[int]]:
     return grouped
 
 
+def batches_by_user(
+    items: list[MemoryItem], vectors: list[list[float]], dim: int
+) -> list[tuple[str, list[int], Matrix]]:
+    """What ``add`` stores, per user: (user, positions in ``items``, their unit vectors).
+
+    Raises:
+        ValueError: ``items`` and ``vectors`` differ in length, or a vector is invalid (``as_matrix``).
+    """
+    if len(items) != len(vectors):
+        raise ValueError("items and vectors differ in length")
+    if not items:
+        return []
+    matrix = as_matrix(vectors, dim)
+    return [(user_id, rows, matrix[rows]) for user_id, rows in rows_by_user(items).items()]
+
+
 def memory_not_found(item_id: str) -> NotFoundError:
     # NOTE: one message for "missing" and "someone else's", so ids of others leak nothing.
     return NotFoundError(f"memory '{item_id}' not found", field="item_id")
@@ -103,14 +119,9 @@ class InMemoryVectorMemory:
         return None
 
     async def add(self, items: list[MemoryItem], vectors: list[list[float]]) -> None:
-        if len(items) != len(vectors):
-            raise ValueError("items and vectors differ in length")
-        if not items:
-            return
-        matrix = as_matrix(vectors, self._dim)
-        for user_id, rows in rows_by_user(items).items():
+        for user_id, rows, unit in batches_by_user(items, vectors, self._dim):
             mine = self._users.setdefault(user_id, _UserRows(self._dim))
-            mine.upsert([items[i].model_copy() for i in rows], matrix[rows])
+            mine.upsert([items[i].model_copy() for i in rows], unit)
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
         check_k(k)

@@ -38,6 +38,18 @@ def route_template(scope: Scope) -> str:
     Matched here rather than read from ``scope["route"]``: a 429 or 413 is answered
     by a middleware before routing, and still needs its route.
     """
+    state = scope.setdefault("state", {})
+    found: str | None = state.get(_ROUTE_TEMPLATE)
+    if found is None:  # matched once per request: metrics, the request log and errors all ask
+        found = _match(scope)
+        state[_ROUTE_TEMPLATE] = found
+    return found
+
+
+_ROUTE_TEMPLATE = "route_template"
+
+
+def _match(scope: Scope) -> str:
     app = scope.get("app")
     if app is None or not hasattr(app, "openapi"):
         return UNMATCHED

@@ -49,7 +49,6 @@ import hypothesis
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import strategies as st
 
 from agent.config import AgentConfig
 from agent.llm import LLMEndpoint, OpenAILLMClient
@@ -62,7 +61,7 @@ from serve_app.http.app import create_app
 from serve_app.inprocess import InProcessAgentService
 from serve_app.ratelimit.config import LiveRateLimitConfig
 from serve_app.scripted_llm import ScriptedLLMServer
-from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, defused, steer
+from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, defused, steer_half_the_cases
 from tests.support.auth import dev_auth
 from tests.support.fake_embedder import HashingEmbedder
 from tools import build_registry
@@ -147,10 +146,7 @@ def guarded_app(scripted_llm_server: ScriptedLLMServer) -> FastAPI:
 schema = schemathesis.openapi.from_dict(build_app("http://127.0.0.1:9/v1").openapi())
 
 
-@schema.hook
-def flatmap_case(context: schemathesis.HookContext, case: schemathesis.Case) -> st.SearchStrategy[schemathesis.Case]:
-    """Half the generated cases as generated, half steered at what exists (``steer``)."""
-    return st.one_of(st.just(case), st.text(min_size=1, max_size=40).map(lambda text: steer(case, text)))
+steer_half_the_cases(schema)
 
 
 @schema.parametrize()

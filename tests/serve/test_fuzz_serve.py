@@ -41,11 +41,10 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-from hypothesis import strategies as st
 
 from memory.factory import build_conversation_store
 from serve_app.auth.api_keys import create_api_key
-from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, steer
+from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, steer_half_the_cases
 from tests.http.test_fuzz_openapi import build_app
 
 pytestmark = pytest.mark.serve
@@ -100,10 +99,7 @@ def test_the_deployed_app_serves_the_fuzzed_document(served: str) -> None:
     assert _differences(r.json(), LOCAL_DOCUMENT) == []
 
 
-@schema.hook
-def flatmap_case(context: schemathesis.HookContext, case: schemathesis.Case) -> st.SearchStrategy[schemathesis.Case]:
-    """Half the generated cases as generated, half steered at what exists (``steer``)."""
-    return st.one_of(st.just(case), st.text(min_size=1, max_size=40).map(lambda text: steer(case, text)))
+steer_half_the_cases(schema)
 
 
 @schema.parametrize()
