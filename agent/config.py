@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant. Use the tools you are given when they help: "
@@ -29,3 +29,16 @@ class AgentConfig(BaseModel):
         default=None, description="tools this agent may use (None: all the ToolExecutor offers)"
     )
     max_tool_output_chars: int = Field(default=8000, ge=100, le=200_000)
+
+
+class LLMEndpoint(BaseModel):
+    """Where and how to reach the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    model: str
+    api_key: SecretStr = SecretStr("not-needed")
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from agent.config import LLMEndpoint as LLMEndpoint  # where it was defined first
 from agent.dto import Message, ToolCall, ToolSpec, Usage
 from agent.errors import (
     LLMError,
@@ -23,19 +23,6 @@ from agent.errors import (
 from agent.ports import LLMParams, LLMResult, LLMTextDelta
 
 _TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "anyio", "h11"}
-
-
-class LLMEndpoint(BaseModel):
-    """Where and how to reach the model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str
-    model: str
-    api_key: SecretStr = SecretStr("not-needed")
-    timeout_s: float = Field(default=60.0, gt=0)
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, le=10)
 
 
 def map_openai_error(exc: Exception) -> LLMError:

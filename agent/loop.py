@@ -41,6 +41,7 @@ from agent.ports import (
     LLMParams,
     LLMResult,
     LLMTextDelta,
+    MemoryHit,
     Observer,
     ToolExecutor,
     TurnRecord,
@@ -150,6 +151,20 @@ class Agent:
             yield ErrorEvent(error_type="internal_error", message="internal error")
 
     async def _turn(self, request: ChatRequest, turn: _Turn) -> AsyncIterator[AgentEvent]:
+        # NOTE: the recall (an embedding, then a vector search) needs only the user and
+        # the message, so it runs while the session and its history are read: behind
+        # Serve the embedding is a hop to another replica, hidden this way.
+        recall = self._start_recall(request.user, request.message, turn)
+        try:
+            async for event in self._turn_with(request, turn, recall):
+                yield event
+        finally:
+            if recall is not None and not recall.done():
+                recall.cancel()
+
+    async def _turn_with(
+        self, request: ChatRequest, turn: _Turn, recall: asyncio.Task[list[MemoryHit] | None] | None
+    ) -> AsyncIterator[AgentEvent]:
         cfg = self.config
         user = request.user
         session = await self.store.get_or_create_session(request.session_id, user)
@@ -163,7 +178,7 @@ class Agent:
         seed = await self._seed(session.id, request, stored)
         history = [*stored, *seed][-cfg.history_limit :] if cfg.history_limit else []  # one of them is empty
         user_msg = Message(role=Role.USER, content=request.message)
-        system = Message(role=Role.SYSTEM, content=await self._system_prompt(user, session.id, request.message, turn))
+        system = Message(role=Role.SYSTEM, content=await self._system_prompt(session.id, recall))
         budget = max(self.context_window - (cfg.max_tokens or 0), 1)
         messages = fit_to_budget(system, history, [user_msg], budget, self.token_counter)
         denied = frozenset(request.denied_tools)
@@ -292,16 +307,24 @@ class Agent:
             finish_reason="max_steps" if response.finish_reason == "max_steps" else "stop",
         )
 
-    async def _system_prompt(self, user: str, session_id: str, message: str, turn: _Turn) -> str:
-        prompt = self.config.system_prompt
+    def _start_recall(self, user: str, message: str, turn: _Turn) -> asyncio.Task[list[MemoryHit] | None] | None:
         if self.memory is None or self.config.memory_top_k == 0:
-            return prompt
+            return None
+        return asyncio.ensure_future(self._recall(self.memory, user, message, turn))
+
+    async def _recall(self, memory: SemanticMemory, user: str, message: str, turn: _Turn) -> list[MemoryHit] | None:
+        """The memories for this turn's message, or None when memory failed (logged; the turn goes on)."""
         try:
-            hits, turn.message_vector = await self.memory.recall_with_vector(
-                user, message, self.config.memory_top_k + 5
-            )
+            hits, turn.message_vector = await memory.recall_with_vector(user, message, self.config.memory_top_k + 5)
         except Exception as exc:
-            self.memory.warn("recall", exc)
+            memory.warn("recall", exc)
+            return None
+        return hits
+
+    async def _system_prompt(self, session_id: str, recall: asyncio.Task[list[MemoryHit] | None] | None) -> str:
+        prompt = self.config.system_prompt
+        hits = await recall if recall is not None else None
+        if not hits:
             return prompt
         # The current session is in the history already; recall the others.
         hits = [h for h in hits if h.item.session_id != session_id and h.score >= self.config.memory_min_score]

@@ -1,7 +1,7 @@
 """Goal 5, start and size: ``agentserve run`` (what ``make run`` runs) to ready, and the app's memory.
 
 Starts ``agentserve run`` on a free port exactly as ``make run`` does (local
-Ray, ``serve deploy configs/local.yaml``, the bundled models), times it from
+Ray without the dashboard, ``configs/local.yaml`` deployed, the bundled models), times it from
 launch to the first 200 on ``/ready``, then adds up the proportional set size
 (PSS, from ``/proc/<pid>/smaps_rollup``) of every process it started, by role,
 and stops it with Ctrl-C (SIGINT) as a user would. "Models excluded" leaves
@@ -10,7 +10,8 @@ ToolExecutor replica's, which runs the same Ray worker without torch).
 Goals: ready ≤ 20 s; the app at one replica each ≤ 1.5 GB PSS, models excluded.
 The single-process baseline's PSS (with its in-process model) is measured too. ::
 
-    python -m bench.startup                  # ~1.5 min
+    python -m bench.startup                          # ~1.5 min
+    python -m bench.startup --run-arg=--dashboard    # with Ray's dashboard, as before
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bench.stacks import Stacks, free_port, verdict
 
 READY_GOAL_S = 20.0
 PSS_GOAL_MB = 1500.0
-STEPS = ("starting", "deploying", "Sent", "agentserve is ready")
+STEPS = ("starting", "deploying", "sent the config", "agentserve is ready")
 
 
 def pss_mb(pid: int) -> float:
@@ -53,10 +54,10 @@ def pss_by_role(root: int, roles: dict[int, str] | None = None) -> dict[str, flo
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
-def run_once(port: int, timeout_s: float) -> dict[str, Any]:
+def run_once(port: int, timeout_s: float, extra: list[str]) -> dict[str, Any]:
     env = {**os.environ, "METRICS_PORT": str(free_port())}
     env.pop("LLM_BASE_URL", None)
-    cmd = [os.path.join(os.path.dirname(sys.executable), "agentserve"), "run", f"--port={port}"]
+    cmd = [os.path.join(os.path.dirname(sys.executable), "agentserve"), "run", f"--port={port}", *extra]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     lines: list[tuple[float, str]] = []
@@ -109,11 +110,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=180)
+    parser.add_argument("--run-arg", action="append", default=[],
+                        help="an extra argument for `agentserve run` (e.g. --run-arg=--dashboard)")  # fmt: skip
     a = parser.parse_args()
     with Stacks("startup") as st:
         runs = []
         for i in range(a.runs):
-            r = run_once(free_port(), a.timeout_s)
+            r = run_once(free_port(), a.timeout_s, a.run_arg)
             runs.append(r)
             print(f"run {i + 1}: ready in {r['ready_s']} s ({r['phases']}); PSS {r['pss_total_mb']:.0f} MB, "
                   f"{r['pss_without_models_mb']:.0f} MB without models", flush=True)  # fmt: skip

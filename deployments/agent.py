@@ -15,7 +15,6 @@ from agent.config import AgentConfig
 from agent.dto import ChatRequest, ChatResponse, Message, ToolSpec
 from agent.errors import AgentError
 from agent.events import AgentEvent, ErrorEvent
-from agent.llm import OpenAILLMClient
 from agent.loop import Agent
 from agent.ports import MemoryHit, MemoryItem, Page, Session
 from agent.semantic import SemanticMemory
@@ -23,7 +22,6 @@ from deployments.handles import HandleEmbedder, HandleToolExecutor
 from deployments.metrics_ray import RayMetricsBackend
 from deployments.streaming import batched
 from memory.factory import build_conversation_store
-from memory.lance_memory import LanceVectorMemory
 from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
 from serve_app.health_watch import DependencyWatch
@@ -61,6 +59,12 @@ class AgentDeployment:
         embedder: DeploymentHandle,
         args: AgentServeArgs | dict[str, Any] | None = None,
     ) -> None:
+        # NOTE: imported here, not at the top: the controller's build task imports this
+        # module to build the app, and openai + lancedb were ~1.4 s of its ~4 s of imports
+        # on the path to ready (goal 5 of docs/benchmarks.md); only the replica needs them.
+        from agent.llm import OpenAILLMClient
+        from memory.lance_memory import LanceVectorMemory
+
         set_metrics_backend(RayMetricsBackend())
         self.args = AgentServeArgs.model_validate(args or {})
         self.llm = OpenAILLMClient(self.args.llm.endpoint(Settings()))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agent.config import AgentConfig
-from agent.llm import LLMEndpoint
+from agent.config import AgentConfig, LLMEndpoint
 from serve_app.local_llm.args import LocalLLMArgs
 from serve_app.settings import Settings
 

@@ -125,16 +125,25 @@ def serve_cli() -> str:
 
 
 def serve_deploy(config: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    try:
-        subprocess.run(
-            [serve_cli(), "deploy", f.name,
-             "--address", f"http://127.0.0.1:{DASHBOARD_PORT}"],
-            check=True, env=ray_cli_env(),
-        )  # fmt: skip
-    finally:
-        Path(f.name).unlink(missing_ok=True)
+    """Deploy ``config`` from this process, connected to Ray: what ``serve run CONFIG`` does.
+
+    NOTE: ``serve deploy`` goes through the dashboard's REST API and starts a second
+    Python that imports Ray (~3 s on 2 cores); this needs neither. It uses the calls
+    Ray 2.60's own ``serve run`` makes for a config file (``ray/serve/scripts.py``).
+    """
+    from ray.serve._private import api as serve_api
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+        grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+        controller_options=schema.controller_options,
+    )
+    client.deploy_apps(schema)
+    print("sent the config to Serve", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -149,10 +158,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    print(f"starting Ray (dashboard http://127.0.0.1:{DASHBOARD_PORT}) ...", flush=True)
     metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
-             configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)  # fmt: skip
+    # NOTE: no dashboard unless asked: the app does not need it, and on 2 cores it cost
+    # ~2 s of start and ~300 MB (docs/benchmarks.md, goal 5). Metrics export does not
+    # need it (Ray's metrics agent runs on every node either way); `agentserve status`
+    # works without it; `agentserve rollout` and `serve deploy` need it (--dashboard).
+    if args.dashboard:
+        print(f"starting Ray (dashboard http://127.0.0.1:{DASHBOARD_PORT}) ...", flush=True)
+        dashboard: dict[str, Any] = {"include_dashboard": True, "dashboard_host": "127.0.0.1",
+                                     "dashboard_port": DASHBOARD_PORT}  # fmt: skip
+    else:
+        print("starting Ray (no dashboard; `--dashboard` adds it) ...", flush=True)
+        dashboard = {"include_dashboard": False}
+    ray.init(**dashboard, configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
     stop = False
 
@@ -193,8 +211,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cmd = [serve_cli(), "status", "--address", args.address]
-    return subprocess.call(cmd, env=ray_cli_env())
+    """``serve status``: through the dashboard when given or running, else through Ray itself."""
+    address = args.address
+    if address is None:
+        local = f"http://127.0.0.1:{DASHBOARD_PORT}"
+        try:
+            httpx.get(local, timeout=2)
+            address = local
+        except httpx.HTTPError:
+            address = None
+    if address is not None:
+        return subprocess.call([serve_cli(), "status", "--address", address], env=ray_cli_env())
+    os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
+    import dataclasses
+
+    import ray
+    from ray import serve
+
+    try:
+        ray.init(address=args.ray_address, configure_logging=False, log_to_driver=False)
+    except ConnectionError as exc:
+        print(f"no Ray cluster at {args.ray_address}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status = serve.status()
+        print(yaml.safe_dump(dataclasses.asdict(status), sort_keys=False), end="")
+        return 0
+    finally:
+        ray.shutdown()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -212,9 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
     run.add_argument("--host", default=None, help="HTTP bind address (default: the config's, 127.0.0.1)")
     run.add_argument("--ready-timeout", type=float, default=300)
+    run.add_argument("--dashboard", action="store_true",
+                     help=f"also start Ray's dashboard on :{DASHBOARD_PORT} (serve deploy, rollout)")  # fmt: skip
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="`serve status` against the local cluster")
-    status.add_argument("--address", default=f"http://127.0.0.1:{DASHBOARD_PORT}")
+    status = sub.add_parser("status", help="`serve status` of the local cluster (apps, deployments, replicas)")
+    status.add_argument("--address", default=None,
+                        help=f"a Ray dashboard (default :{DASHBOARD_PORT} if up, else --ray-address)")  # fmt: skip
+    status.add_argument("--ray-address", default="auto", help="the Ray cluster when no dashboard is used")
     status.set_defaults(func=cmd_status)
     check = sub.add_parser("check-config", help="validate Serve configs with Ray's schema and our args")
     check.add_argument("files", nargs="+")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 import httpx
 
 from serve_app.scripted_llm import ScriptedLLMServer
@@ -97,3 +101,90 @@ async def test_a_turn_embeds_its_message_once(scripted_llm: ScriptedLLMServer) -
     assert embedder.calls == [["hello there"]]
     hits = await agent.memory.recall("once", "hello there", 1)  # type: ignore[union-attr]
     assert hits[0].item.text == "hello there"
+
+
+class _GatedEmbedder:
+    """Records that it was asked (``asked``), then embeds once ``release`` is set."""
+
+    def __init__(self, release: asyncio.Event, fail: bool = False) -> None:
+        self.asked = asyncio.Event()
+        self.release = release
+        self.fail = fail
+        self.cancelled = False
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        from tests.support.fake_embedder import HashingEmbedder
+
+        self.asked.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.fail:
+            raise ConnectionError("embedding replica gone")
+        return [HashingEmbedder._one(t) for t in texts]
+
+
+def _gated_agent(scripted_llm: ScriptedLLMServer, embedder: _GatedEmbedder, history_gate: asyncio.Event | None) -> Any:
+    """An agent whose store serves a session's history only once ``history_gate`` is set."""
+    from agent.config import AgentConfig
+    from agent.llm import LLMEndpoint, OpenAILLMClient
+    from agent.loop import Agent
+    from agent.semantic import SemanticMemory
+    from memory.in_memory import InMemoryConversationStore
+    from memory.vector_in_memory import InMemoryVectorMemory
+    from tools import build_registry
+
+    class Store(InMemoryConversationStore):
+        async def history(self, session_id: str, limit: int) -> Any:
+            if history_gate is not None:
+                await history_gate.wait()
+            return await super().history(session_id, limit)
+
+    llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="s", max_retries=0))
+    return Agent(llm, build_registry(), Store(), AgentConfig(),
+                 memory=SemanticMemory(embedder, InMemoryVectorMemory()))  # fmt: skip
+
+
+async def test_the_recall_runs_while_the_session_is_read(scripted_llm: ScriptedLLMServer) -> None:
+    """Behind Serve the embedding is a hop to another replica: it overlaps the store reads.
+
+    The store serves the history only once the embedder has been asked; were the recall
+    to start after the session reads, this turn would never finish.
+    """
+    from agent.dto import ChatRequest
+
+    embedder = _GatedEmbedder(asyncio.Event())
+    embedder.release.set()
+    agent = _gated_agent(scripted_llm, embedder, embedder.asked)
+    await asyncio.wait_for(agent.chat(ChatRequest(message="my cat is Tom", user_id="u")), 30)
+    # A later session recalls it, through the same overlapped path.
+    embedder.asked.clear()
+    await asyncio.wait_for(agent.chat(ChatRequest(message="what is my cat called", user_id="u")), 30)
+    system = scripted_llm.app.state.requests[-1]["messages"][0]["content"]
+    assert "my cat is Tom" in system
+
+
+async def test_a_failed_recall_still_answers_and_a_closed_turn_cancels_it(scripted_llm: ScriptedLLMServer) -> None:
+    from agent.dto import ChatRequest
+
+    failing = _GatedEmbedder(asyncio.Event(), fail=True)
+    failing.release.set()
+    agent = _gated_agent(scripted_llm, failing, None)
+    resp = await asyncio.wait_for(agent.chat(ChatRequest(message="hello", user_id="v")), 30)
+    assert resp.response == "You said: hello"
+    assert scripted_llm.app.state.requests[-1]["messages"][0]["content"] == agent.config.system_prompt
+
+    # A stream closed before the recall finished (the client went away) cancels it.
+    stuck = _GatedEmbedder(asyncio.Event())  # never released
+    agent = _gated_agent(scripted_llm, stuck, asyncio.Event())  # nor is the history
+    stream = agent.stream(ChatRequest(message="hello", user_id="w"))
+    step = asyncio.ensure_future(stream.__anext__())
+    await asyncio.wait_for(stuck.asked.wait(), 30)
+    step.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await step
+    await stream.aclose()
+    await asyncio.sleep(0)
+    assert stuck.cancelled

@@ -1,0 +1,107 @@
+"""EmbeddingDeployment: a call alone is encoded at once, overlapping calls share one batch.
+
+The deployment class runs here without Ray (``@serve.batch`` is plain asyncio); the
+encoder records what it was asked to encode, so each test sees which path a call took.
+The Serve tier runs the same class in a replica (tests/serve/test_handles.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from ray.serve.batching import _BatchQueue
+
+from deployments.embedding import EmbeddingDeployment
+from tests.support.fake_embedder import HashingEmbedder
+
+# NOTE: @serve.batch keeps one queue per decorated method, bound to the event loop of its
+# first call (one replica, one loop in Serve): these tests share one loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(autouse=True)
+def outside_a_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: the batch queue's only use of Serve's replica context is a warning that
+    # compares max_batch_size with the replica's max_ongoing_requests; outside a replica
+    # that lookup raises. Everything else of @serve.batch runs as in a replica.
+    monkeypatch.setattr(_BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+
+
+class RecordingEncoder:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        return [HashingEmbedder._one(t) for t in texts]
+
+
+def deployment(**args: Any) -> tuple[EmbeddingDeployment, RecordingEncoder]:
+    enc = RecordingEncoder()
+    return EmbeddingDeployment({"max_batch_size": 64, "batch_wait_timeout_s": 0.05, **args}, encoder=enc), enc
+
+
+async def test_a_call_alone_skips_the_batch_queue() -> None:
+    dep, enc = deployment()
+    batched: list[str] = []
+    real = dep._embed_batch
+
+    async def spy(text: str) -> list[float]:
+        batched.append(text)
+        return await real(text)
+
+    dep._embed_batch = spy  # type: ignore[method-assign]
+    for text in ("one", "two"):
+        [vec] = await dep.embed([text])
+        assert vec == HashingEmbedder._one(text)
+    both = await dep.embed(["three", "four"])
+    assert both == [HashingEmbedder._one("three"), HashingEmbedder._one("four")]
+    # Nothing went through @serve.batch: each call was encoded by itself, in order.
+    assert batched == []
+    assert enc.batches == [["one"], ["two"], ["three", "four"]]
+
+
+async def test_calls_that_overlap_are_encoded_as_one_batch() -> None:
+    dep, enc = deployment()
+    texts = [f"text {i}" for i in range(10)]
+    vectors = await asyncio.gather(*(dep.embed([t]) for t in texts))
+    assert [v[0] for v in vectors] == [HashingEmbedder._one(t) for t in texts]
+    assert enc.batches == [texts]
+
+
+async def test_a_call_arriving_while_others_wait_joins_their_batch() -> None:
+    dep, enc = deployment()
+    first = [asyncio.create_task(dep.embed([f"early {i}"])) for i in range(3)]
+    await asyncio.sleep(0.01)  # inside the 50 ms batch wait of the first three
+    late = await dep.embed(["late"])
+    await asyncio.gather(*first)
+    assert late == [HashingEmbedder._one("late")]
+    assert enc.batches == [["early 0", "early 1", "early 2", "late"]]
+
+
+async def test_the_batch_size_limit_still_holds() -> None:
+    dep, enc = deployment(max_batch_size=4)
+    texts = [f"t{i}" for i in range(10)]
+    await asyncio.gather(*(dep.embed([t]) for t in texts))
+    assert sorted(t for b in enc.batches for t in b) == sorted(texts)
+    assert max(len(b) for b in enc.batches) == 4
+
+
+async def test_a_failing_encode_fails_the_call_and_the_replica_goes_on() -> None:
+    dep, enc = deployment()
+    boom = RuntimeError("model failed")
+
+    def failing(texts: list[str]) -> list[list[float]]:
+        raise boom
+
+    dep.embedder = type("Failing", (), {"encode": staticmethod(failing)})()  # type: ignore[assignment]
+    try:
+        await dep.embed(["x"])
+        raise AssertionError("expected the encoder's error")
+    except RuntimeError as exc:
+        assert exc is boom
+    dep.embedder = enc
+    assert await dep.embed(["y"]) == [HashingEmbedder._one("y")]
+    assert dep._in_flight == 0
