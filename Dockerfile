@@ -46,8 +46,8 @@ RUN pip install --no-deps . \
 # /home/ray/data: where compose mounts its volume (LanceDB, the embedded defaults); a new
 # named volume takes this directory's owner, so the app can write to it.
 
-# The Serve proxy (configs/*.yaml http_options.port). The dashboard and the metrics
-# export stay on the container's loopback under `agentserve run`.
+# The Serve proxy (configs/*.yaml http_options.port). The metrics export (and the
+# dashboard, with `agentserve run --dashboard` as in compose) stay on the container's loopback.
 EXPOSE 8000
 
 # /live through the Serve proxy: Ray, the proxy and the Ingress answer (not /ready: an

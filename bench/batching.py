@@ -79,7 +79,7 @@ async def drive(handle: Any, method: str, concurrency: int, seconds: float) -> d
     }
 
 
-def deploy(name: str, max_batch_size: int) -> Any:
+def deploy(name: str, max_batch_size: int, wait_s: float) -> Any:
     """The Embedding deployment as configured, one replica, as its own app."""
     from ray import serve
 
@@ -88,7 +88,7 @@ def deploy(name: str, max_batch_size: int) -> Any:
 
     opts = {**DEPLOYMENT_OPTIONS["Embedding"], "autoscaling_config": None, "num_replicas": 1}
     app = serve.deployment(EmbeddingDeployment, name="Embedding", **opts).bind(
-        {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.005}
+        {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s}
     )
     return serve.run(app, name=name, route_prefix=None)
 
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="per round and measurement")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the raw model (a replica's: 1)")
+    parser.add_argument("--wait-ms", type=float, default=5, help="batch_wait_timeout_s of the batched deployment, ms")
     parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--niceness", type=int, default=RAY_WORKER_NICENESS, help="of Ray's workers and the raw model")
     a = parser.parse_args()
@@ -130,7 +131,10 @@ def main() -> None:
         print("raw model in this process ...", flush=True)
         raw = RawModel(a.threads, a.niceness)
         st.ray(a.serve_env)
-        handles = {"batched": deploy("embedding-batched", 64), "unbatched": deploy("embedding-unbatched", 1)}
+        handles = {
+            "batched": deploy("embedding-batched", 64, a.wait_ms / 1000),
+            "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000),
+        }
         # NOTE: the loop stays open until Serve shuts down: the handles' routers live on it.
         loop = asyncio.new_event_loop()
         result = loop.run_until_complete(measure(a, raw, handles))

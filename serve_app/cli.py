@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -171,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("starting Ray (no dashboard; `--dashboard` adds it) ...", flush=True)
         dashboard = {"include_dashboard": False}
     ray.init(**dashboard, configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
     stop = False
 
@@ -213,13 +215,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """``serve status``: through the dashboard when given or running, else through Ray itself."""
     address = args.address
-    if address is None:
+    if address is None and args.ray_address is None:
         local = f"http://127.0.0.1:{DASHBOARD_PORT}"
         try:
             httpx.get(local, timeout=2)
             address = local
         except httpx.HTTPError:
-            address = None
+            pass
     if address is not None:
         return subprocess.call([serve_cli(), "status", "--address", address], env=ray_cli_env())
     os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
@@ -229,13 +231,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ray import serve
 
     try:
-        ray.init(address=args.ray_address, configure_logging=False, log_to_driver=False)
+        ray.init(address=args.ray_address or "auto", configure_logging=False, log_to_driver=False)
     except ConnectionError as exc:
-        print(f"no Ray cluster at {args.ray_address}: {exc}", file=sys.stderr)
+        print(f"no Ray cluster at {args.ray_address or 'auto'}: {exc}", file=sys.stderr)
         return 2
     try:
-        status = serve.status()
-        print(yaml.safe_dump(dataclasses.asdict(status), sort_keys=False), end="")
+        # NOTE: through JSON: the statuses are str enums, which yaml.safe_dump refuses.
+        status = json.loads(json.dumps(dataclasses.asdict(serve.status()), default=str))
+        print(yaml.safe_dump(status, sort_keys=False), end="")
         return 0
     finally:
         ray.shutdown()
@@ -262,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="`serve status` of the local cluster (apps, deployments, replicas)")
     status.add_argument("--address", default=None,
                         help=f"a Ray dashboard (default :{DASHBOARD_PORT} if up, else --ray-address)")  # fmt: skip
-    status.add_argument("--ray-address", default="auto", help="the Ray cluster when no dashboard is used")
+    status.add_argument("--ray-address", default=None,
+                        help="a Ray cluster's GCS address (`agentserve run` prints it)")  # fmt: skip
     status.set_defaults(func=cmd_status)
     check = sub.add_parser("check-config", help="validate Serve configs with Ray's schema and our args")
     check.add_argument("files", nargs="+")

@@ -1,0 +1,135 @@
+"""`agentserve run` (what `make run` runs), end to end: start, serve, status, metrics, Ctrl-C.
+
+It runs before the session's `ray start --head` cluster exists (file name order), as
+its own local Ray, against the scripted LLM (LLM_BASE_URL, so the local model is not
+deployed), with its stores in a temp dir. Every process it started must be gone after
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve_app.cli import DASHBOARD_PORT, ray_cli_env
+from serve_app.scripted_llm import ScriptedLLMServer
+from tests.cluster.ray_head import free_port
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **ray_cli_env(),
+        "LLM_BASE_URL": scripted_llm.base_url,
+        "AGENTSERVE_DATA_DIR": str(tmp_path / "data"),
+        "METRICS_PORT": str(metrics_port),
+        "HF_HUB_OFFLINE": "1",
+    }
+    for key in ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI"):
+        env.pop(key, None)
+    exe = str(Path(sys.executable).with_name("agentserve"))
+    proc = subprocess.Popen(
+        [exe, "run", f"--port={port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            seen |= descendants(proc.pid)
+            assert proc.poll() is None, f"agentserve run exited {proc.returncode}:\n{''.join(lines)}"
+            try:
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"never ready:\n{''.join(lines)}"
+            time.sleep(0.5)
+        seen |= descendants(proc.pid)
+
+        r = httpx.post(f"{base}/api/chat", json={"message": "What is 17*23?"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert "391" in r.json()["response"] and r.json()["tool_calls"][0]["name"] == "calculator"
+
+        # No dashboard unless asked; `agentserve status` works through Ray itself.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{DASHBOARD_PORT}", timeout=2)
+        text = "".join(lines)
+        gcs = re.search(r"Ray is up at (\S+)", text)
+        assert gcs, text
+        status = subprocess.run(
+            [exe, "status", "--ray-address", gcs.group(1)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"agentserve:\n\s+status: RUNNING", status.stdout), status.stdout
+        for name in ("Ingress", "Agent", "ToolExecutor", "Embedding"):
+            assert re.search(rf"{name}:\n\s+status: HEALTHY", status.stdout), status.stdout
+
+        # Ray's metrics agent exports the app's metrics without the dashboard.
+        deadline = time.monotonic() + 60
+        while True:
+            body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            if re.search(r'ray_agentserve_tool_calls_total\{[^}]*tool="calculator"', body):
+                break
+            assert time.monotonic() < deadline, "the app's metrics never reached the export port"
+            time.sleep(2)
+    finally:
+        seen |= descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        reader.join(timeout=10)
+        # Anything left (a raylet, a replica) is stopped here, then reported.
+        deadline = time.monotonic() + 20
+        while (left := [p for p in seen if alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert code == 0, "".join(lines)
+    assert "stopping" in "".join(lines)
+    assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"
+    assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
