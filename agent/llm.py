@@ -7,6 +7,7 @@ is retried only until its first byte: once tokens flowed, a failure ends the tur
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,31 +94,41 @@ class OpenAILLMClient:
         usage = Usage()
         finish: str | None = None
         try:
-            stream = await self._client.chat.completions.create(**kwargs)
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
+            # NOTE: the SDK builds, sends and retries the request and raises its errors;
+            # the chunks are read as JSON here, not as the SDK's pydantic models: building
+            # those was ~25% of the Agent replica's CPU per streamed token (1,000 streams,
+            # docs/benchmarks.md, goal 3).
+            async with self._client.chat.completions.with_streaming_response.create(**kwargs) as response:
+                async for chunk in _sse_json(response.http_response.aiter_lines()):
+                    if chunk.get("error"):
+                        # NOTE: as the SDK's own stream does; the provider's words stay out.
+                        raise LLMError("the LLM reported an error mid-stream")
+                    if u := chunk.get("usage"):
                         usage = Usage(
-                            prompt_tokens=chunk.usage.prompt_tokens or 0,
-                            completion_tokens=chunk.usage.completion_tokens or 0,
-                            total_tokens=chunk.usage.total_tokens or 0,
+                            prompt_tokens=u.get("prompt_tokens") or 0,
+                            completion_tokens=u.get("completion_tokens") or 0,
+                            total_tokens=u.get("total_tokens") or 0,
                         )
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if delta.content:
-                            text.append(delta.content)
-                            yield LLMTextDelta(text=delta.content)
-                        for tc in delta.tool_calls or []:
-                            slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                            if tc.id:
-                                slot["id"] = tc.id
-                            if tc.function is not None:
-                                slot["name"] += tc.function.name or ""
-                                slot["arguments"] += tc.function.arguments or ""
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if content := delta.get("content"):
+                            text.append(content)
+                            yield LLMTextDelta(text=content)
+                        for tc in delta.get("tool_calls") or ():
+                            slot = calls.setdefault(tc.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                            if tc.get("id"):
+                                slot["id"] = tc["id"]
+                            if fn := tc.get("function"):
+                                slot["name"] += fn.get("name") or ""
+                                slot["arguments"] += fn.get("arguments") or ""
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from None
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise LLMError(f"the LLM sent a malformed stream chunk ({type(exc).__name__})") from None
+        except LLMError:
+            raise
         except Exception as exc:
             # NOTE: a connection that breaks mid-stream surfaces as the SDK's transport
             # error (httpx/httpx2, depending on the SDK version), not as an OpenAIError.
@@ -130,3 +141,26 @@ class OpenAILLMClient:
             for i, c in sorted(calls.items())
         ]
         yield LLMResult(content="".join(text), tool_calls=tool_calls, usage=usage, finish_reason=finish)
+
+
+async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream's ``data`` fields, until ``[DONE]``."""
+    data: list[str] = []
+    async for line in lines:
+        if line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+            continue
+        if line or not data:
+            continue  # event:, id:, retry:, comments; or a blank line with no data
+        payload = "\n".join(data)
+        data.clear()
+        if payload.startswith("[DONE]"):
+            return
+        chunk = json.loads(payload)
+        if not isinstance(chunk, dict):
+            raise TypeError("a stream chunk is not a JSON object")
+        yield chunk
+    if data and not (payload := "\n".join(data)).startswith("[DONE]"):
+        chunk = json.loads(payload)
+        if isinstance(chunk, dict):
+            yield chunk

@@ -63,6 +63,11 @@ def decide(messages: list[dict[str, Any]], cfg: ScriptedLLMConfig) -> dict[str, 
         return {"content": "late", "hang": float(m.group(1))}
     if m := re.match(r"fail:\s*(\d{3})", text):
         return {"fail": int(m.group(1))}
+    if m := re.match(r"(midstream|garbled|sse-forms):", text):
+        # After one token: an error event (midstream), a chunk that is not JSON (garbled);
+        # or the reply in other legal SSE spellings: comments, event/id lines, "data:" without
+        # its space, a data field split over two lines (sse-forms).
+        return {"content": "partial reply", "stream_quirk": m.group(1)}
     if text.startswith("tool:"):
         calls = []
         for part in text[5:].split(";"):
@@ -170,13 +175,27 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
             }
             return f"data: {json.dumps(obj)}\n\n"
 
+        quirk = plan.get("stream_quirk")
+
         async def gen() -> AsyncIterator[str]:
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                for tok in toks:
+                for n, tok in enumerate(toks):
                     if delay:
                         await asyncio.sleep(delay)
-                    yield chunk({"content": tok})
+                    if quirk == "sse-forms":
+                        data = chunk({"content": tok})[len("data: ") :].strip()
+                        half = data.index(", ") + 1  # between two JSON members: the joining newline is whitespace
+                        yield f": keep-alive\nevent: message\nid: {n}\ndata:{data[:half]}\ndata:{data[half:]}\n\n"
+                    else:
+                        yield chunk({"content": tok})
+                    if quirk == "midstream":
+                        error = {"message": "overloaded, key sk-leak", "type": "server_error"}
+                        yield f"data: {json.dumps({'error': error})}\n\n"
+                        return
+                    if quirk == "garbled":
+                        yield "data: {not json\n\n"
+                        return
                 for i, c in enumerate(calls):
                     yield chunk(
                         {

@@ -84,3 +84,30 @@ async def test_api_key_never_appears_in_errors(scripted_llm: ScriptedLLMServer) 
         await collect(client(scripted_llm, api_key=secret, max_retries=0), "fail: 401")
     assert secret not in str(info.value) and secret not in repr(info.value)
     assert secret not in repr(LLMEndpoint(base_url="http://x", model="m", api_key=secret))  # type: ignore[arg-type]
+
+
+async def test_an_error_event_mid_stream_is_an_llm_error_without_the_providers_words(
+    scripted_llm: ScriptedLLMServer,
+) -> None:
+    c = client(scripted_llm, max_retries=0)
+    got: list[LLMTextDelta] = []
+    with pytest.raises(LLMError) as info:
+        async for item in c.stream_chat([Message(role=Role.USER, content="midstream: x")], [], LLMParams()):
+            assert isinstance(item, LLMTextDelta)
+            got.append(item)
+    assert [d.text for d in got] == ["partial"]
+    assert "mid-stream" in info.value.message and "sk-leak" not in info.value.message
+
+
+async def test_a_chunk_that_is_not_json_is_an_llm_error(scripted_llm: ScriptedLLMServer) -> None:
+    with pytest.raises(LLMError) as info:
+        await collect(client(scripted_llm, max_retries=0), "garbled: x")
+    assert "malformed" in info.value.message
+
+
+async def test_every_legal_sse_spelling_is_read(scripted_llm: ScriptedLLMServer) -> None:
+    """Comments, event/id lines, ``data:`` without a space, a data field over two lines."""
+    *deltas, result = await collect(client(scripted_llm), "sse-forms: x")
+    assert isinstance(result, LLMResult) and result.content == "partial reply"
+    assert [d.text for d in deltas if isinstance(d, LLMTextDelta)] == ["partial", " reply"]
+    assert result.finish_reason == "stop" and result.usage.completion_tokens == 2
