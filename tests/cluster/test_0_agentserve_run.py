@@ -23,34 +23,7 @@ import pytest
 
 from serve_app.cli import DASHBOARD_PORT, ray_cli_env
 from serve_app.scripted_llm import ScriptedLLMServer
-from tests.cluster.ray_head import free_port
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+from tests.cluster.ray_head import Proc, alive, descendants, free_port
 
 
 def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
@@ -72,7 +45,7 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
     reader.start()
     base = f"http://127.0.0.1:{port}"
-    seen: set[int] = set()
+    seen: set[Proc] = set()
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -126,7 +99,7 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
         deadline = time.monotonic() + 20
         while (left := [p for p in seen if alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.5)
-        for pid in left:
+        for pid, _ in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert code == 0, "".join(lines)
