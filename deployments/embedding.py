@@ -52,6 +52,8 @@ class EmbeddingDeployment:
         docs/benchmarks.md). "Alone" is decided after one pass of the loop, so calls that
         arrived together (e.g. while a batch was encoding) all see each other and batch.
         """
+        if not texts:
+            return []
         self._in_flight += 1
         try:
             await asyncio.sleep(0)

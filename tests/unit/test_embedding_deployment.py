@@ -58,6 +58,7 @@ async def test_a_call_alone_skips_the_batch_queue() -> None:
         assert vec == HashingEmbedder._one(text)
     both = await dep.embed(["three", "four"])
     assert both == [HashingEmbedder._one("three"), HashingEmbedder._one("four")]
+    assert await dep.embed([]) == []
     # Nothing went through @serve.batch: each call was encoded by itself, in order.
     assert batched == []
     assert enc.batches == [["one"], ["two"], ["three", "four"]]
