@@ -122,7 +122,14 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         messages = body.get("messages", [])
         app.state.requests.append(
-            {"id": cid, "messages": messages, "tools": body.get("tools"), "stream": body.get("stream", False)}
+            {
+                "id": cid,
+                "messages": messages,
+                "tools": body.get("tools"),
+                "stream": body.get("stream", False),
+                # The caller's TCP connection: the same port again means a kept-alive connection.
+                "client_port": request.client.port if request.client else None,
+            }
         )
         plan = decide(messages, cfg)
         if cfg.latency_s or plan.get("hang"):

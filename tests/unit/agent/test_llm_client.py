@@ -111,3 +111,14 @@ async def test_every_legal_sse_spelling_is_read(scripted_llm: ScriptedLLMServer)
     assert isinstance(result, LLMResult) and result.content == "partial reply"
     assert [d.text for d in deltas if isinstance(d, LLMTextDelta)] == ["partial", " reply"]
     assert result.finish_reason == "stop" and result.usage.completion_tokens == 2
+
+
+async def test_streamed_calls_reuse_one_kept_alive_connection(scripted_llm: ScriptedLLMServer) -> None:
+    """A stream read to its end returns its connection to the pool: no new TCP connection per call."""
+    c = client(scripted_llm)
+    for text in ("hello", 'tool: calculator {"expression": "1+2"}', "again"):
+        result = (await collect(c, text))[-1]
+        assert isinstance(result, LLMResult)
+    ports = [r["client_port"] for r in scripted_llm.app.state.requests]
+    assert len(ports) == 3 and len(set(ports)) == 1, ports
+    await c.close()
