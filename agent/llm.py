@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -105,7 +105,7 @@ class OpenAILLMClient:
             response = await self._client.post(
                 "/chat/completions", cast_to=httpx.Response, body=kwargs, stream=True, stream_cls=None
             )
-            async with _closing(response):
+            async with aclosing(response):  # its connection goes back to the pool however reading ends
                 async for chunk in _sse_json(response.aiter_lines()):
                     if chunk.get("error"):
                         # NOTE: as the SDK's own stream does; the provider's words stay out.
@@ -134,8 +134,6 @@ class OpenAILLMClient:
             raise map_openai_error(exc) from None
         except (json.JSONDecodeError, AttributeError, TypeError) as exc:
             raise LLMError(f"the LLM sent a malformed stream chunk ({type(exc).__name__})") from None
-        except LLMError:
-            raise
         except Exception as exc:
             # NOTE: a connection that breaks mid-stream surfaces as the SDK's transport
             # error (httpx/httpx2, depending on the SDK version), not as an OpenAIError.
@@ -180,12 +178,3 @@ async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
         chunk = json.loads(payload)
         if isinstance(chunk, dict):
             yield chunk
-
-
-@asynccontextmanager
-async def _closing(response: Any) -> AsyncIterator[Any]:
-    """Close a streamed response however its reading ends (its connection returns to the pool)."""
-    try:
-        yield response
-    finally:
-        await response.aclose()

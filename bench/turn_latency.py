@@ -30,14 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench import procs
 from bench.load import require_wrk, run_wrk
-from bench.stacks import free_port, ratio, stop, wait_http
+from bench.stacks import TOOL_EXPECT, TOOL_TURN, check_turn, free_port, measured, ratio, stop, wait_http
 
-TURN = {"message": "calc: 17*23"}
-EXPECT = "The result is 391"
 RESULTS = Path(__file__).parent / "results"
 APP_NAME = "agentserve"
 STORE_SETTINGS = ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI", "AGENTSERVE_DATA_DIR")
@@ -49,39 +45,13 @@ def start(name: str, module: str, *args: str, env: dict[str, str] | None = None)
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
-def check_turn(base_url: str) -> None:
-    body = httpx.post(f"{base_url}/api/chat", json=TURN, timeout=60).raise_for_status().json()
-    calls = [c["name"] for c in body["tool_calls"]]
-    if EXPECT not in body["response"] or calls != ["calculator"]:
-        raise RuntimeError(f"{base_url} answered {body}")
-
-
-def measured(url: str, concurrency: int, seconds: float, roles: dict[int, str]) -> dict[str, Any]:
-    """One wrk run with the CPU time of every process we started, by role."""
-    pids = [os.getpid(), *procs.descendants(os.getpid())]
-    before = procs.snapshot(pids)
-    load = run_wrk(url, concurrency, seconds, body=json.dumps(TURN), expect=EXPECT)
-    after = procs.snapshot([os.getpid(), *procs.descendants(os.getpid())])
-    cpu = procs.cpu_by_role(before, after, roles)
-    wall = after.wall_s - before.wall_s
-    ours = sum(cpu.values()) + load.driver_cpu_s
-    turns = max(load.requests, 1)
-    return {
-        "load": load.to_dict(),
-        "cpu_ms_per_turn": {k: round(v / turns * 1000, 2) for k, v in cpu.items() if v > 0.005},
-        "wrk_cpu_ms_per_turn": round(load.driver_cpu_s / turns * 1000, 3),
-        "our_cores_busy": round(ours / wall, 2),
-        "other_cores_busy": round(max(after.machine_busy_s - before.machine_busy_s - ours, 0) / wall, 2),
-    }
-
-
 def measure_stack(base_url: str, a: argparse.Namespace, roles: dict[int, str]) -> dict[str, Any]:
     url = f"{base_url}/api/chat"
-    check_turn(base_url)
-    run_wrk(url, a.concurrency, a.warmup_s, body=json.dumps(TURN), expect=EXPECT)
+    check_turn(base_url, TOOL_TURN, TOOL_EXPECT, ["calculator"])
+    run_wrk(url, a.concurrency, a.warmup_s, body=json.dumps(TOOL_TURN), expect=TOOL_EXPECT)
     return {
-        "c1": measured(url, 1, a.seq_s, roles),
-        f"c{a.concurrency}": measured(url, a.concurrency, a.conc_s, roles),
+        "c1": measured(url, 1, a.seq_s, roles, TOOL_TURN, TOOL_EXPECT),
+        f"c{a.concurrency}": measured(url, a.concurrency, a.conc_s, roles, TOOL_TURN, TOOL_EXPECT),
     }
 
 

@@ -40,6 +40,9 @@ class EmbeddingDeployment:
         # on average under 64 clients, 96 texts/s. On the loop, requests pile up while
         # a batch encodes and the next batch takes them all: 18 on average, 146 texts/s
         # (bench/batching.py). The cost: the replica answers nothing else meanwhile.
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
         get_metrics().embedding_batch(len(texts))
         return self.embedder.encode(texts)
 
@@ -58,8 +61,7 @@ class EmbeddingDeployment:
         try:
             await asyncio.sleep(0)
             if self._in_flight == 1:
-                get_metrics().embedding_batch(len(texts))
-                return self.embedder.encode(texts)
+                return self._encode(texts)
             return list(await asyncio.gather(*(self._embed_batch(t) for t in texts)))
         finally:
             self._in_flight -= 1

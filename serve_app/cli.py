@@ -91,6 +91,11 @@ def ray_cli_env() -> dict[str, str]:
     return env
 
 
+def use_ray_cli_env() -> None:
+    """Put ``ray_cli_env``'s Ray settings into this process, before it starts or joins Ray."""
+    os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
+
+
 def prepare_config(path: str, port: int | None, host: str | None = None) -> dict[str, Any]:
     """The config to deploy: the local model only without LLM_BASE_URL; the chosen host/port."""
     config = load_serve_config(path)
@@ -148,7 +153,7 @@ def serve_deploy(config: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
+    use_ray_cli_env()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # NOTE: short and under /tmp: HAProxy refuses longer socket paths (see ray_serve_env).
     serve_state = tempfile.mkdtemp(prefix="ashp-", dir="/tmp")
@@ -161,17 +166,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
     # NOTE: no dashboard unless asked: the app does not need it, and on 2 cores it cost
-    # ~2 s of start and ~300 MB (docs/benchmarks.md, goal 5). Metrics export does not
+    # ~5 s of start and ~220 MB (docs/benchmarks.md, goal 5). Metrics export does not
     # need it (Ray's metrics agent runs on every node either way); `agentserve status`
     # works without it; `agentserve rollout` and `serve deploy` need it (--dashboard).
-    if args.dashboard:
-        print(f"starting Ray (dashboard http://127.0.0.1:{DASHBOARD_PORT}) ...", flush=True)
-        dashboard: dict[str, Any] = {"include_dashboard": True, "dashboard_host": "127.0.0.1",
-                                     "dashboard_port": DASHBOARD_PORT}  # fmt: skip
-    else:
-        print("starting Ray (no dashboard; `--dashboard` adds it) ...", flush=True)
-        dashboard = {"include_dashboard": False}
-    ray.init(**dashboard, configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    shown = f"dashboard http://127.0.0.1:{DASHBOARD_PORT}" if args.dashboard else "no dashboard; `--dashboard` adds it"
+    print(f"starting Ray ({shown}) ...", flush=True)
+    ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
+             configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)  # fmt: skip
     print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
     stop = False
@@ -224,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             pass
     if address is not None:
         return subprocess.call([serve_cli(), "status", "--address", address], env=ray_cli_env())
-    os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
+    use_ray_cli_env()
     import dataclasses
 
     import ray

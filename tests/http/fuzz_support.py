@@ -55,6 +55,17 @@ TOOL_CALLS = [("calculator", {"expression": "(2+3)*4"}), ("current_time", {"time
 SEEDED: dict[str, str] = {}
 
 
+def seed_through(client: Any) -> None:
+    """Two stored sessions and a memory, made through the app's own routes (``client``:
+    any client with httpx's ``post``), so the fuzzed routes that look things up find some."""
+    for session_id in (SEEDED["session"], SEEDED["spare_session"]):
+        r = client.post("/api/chat", json={"message": "hello", "session_id": session_id})
+        assert r.status_code == 200, r.text
+    r = client.post("/api/memory", json={"text": "my dog is called Biscuit"})
+    assert r.status_code == 201, r.text
+    SEEDED["memory_id"] = r.json()["id"]
+
+
 def _with(params: dict[str, Any] | None, **values: str | None) -> dict[str, Any]:
     return {**(params or {}), **values}
 

@@ -21,6 +21,8 @@ from serve_app.http.identity import Principal
 from serve_app.http.middleware import RequestIdMiddleware
 from serve_app.http.routes import health, keys
 from serve_app.http.services import CheckResult
+from tests.http.app_support import bearer
+from tests.http.app_support import token as shared_token
 from tests.unit.auth.support import SECRET, make_settings
 
 settings = make_settings
@@ -94,13 +96,7 @@ def client(make_client: ClientFactory) -> httpx.AsyncClient:
 
 
 def token(sub: str = "alice", scope: str = "chat memory", **extra: Any) -> str:
-    now = utcnow()
-    claims = {"sub": sub, "scope": scope, "iat": now, "exp": now + timedelta(minutes=5), **extra}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
+    return shared_token(sub, scope, **extra)
 
 
 def assert_401(r: httpx.Response, *secrets: str) -> None:

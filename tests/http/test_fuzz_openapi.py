@@ -61,7 +61,7 @@ from serve_app.http.app import create_app
 from serve_app.inprocess import InProcessAgentService
 from serve_app.ratelimit.config import LiveRateLimitConfig
 from serve_app.scripted_llm import ScriptedLLMServer
-from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, defused, steer_half_the_cases
+from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, defused, seed_through, steer_half_the_cases
 from tests.support.auth import dev_auth
 from tests.support.fake_embedder import HashingEmbedder
 from tools import build_registry
@@ -120,12 +120,7 @@ def seed(app: FastAPI, store: InMemoryConversationStore) -> FastAPI:
         admin_key=admin.key, spare_key_id=spare.record.id, session="ses_fuzz", spare_session="ses_fuzz_delete"
     )
     with schemathesis.python.asgi.get_client(app) as c:
-        for session_id in (SEEDED["session"], SEEDED["spare_session"]):
-            r = c.post("/api/chat", json={"message": "hello", "session_id": session_id})
-            assert r.status_code == 200, r.text
-        r = c.post("/api/memory", json={"text": "my dog is called Biscuit"})
-        assert r.status_code == 201, r.text
-        SEEDED["memory_id"] = r.json()["id"]
+        seed_through(c)
     return app
 
 

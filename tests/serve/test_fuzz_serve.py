@@ -44,7 +44,7 @@ import schemathesis
 
 from memory.factory import build_conversation_store
 from serve_app.auth.api_keys import create_api_key
-from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, steer_half_the_cases
+from tests.http.fuzz_support import CHECKS, FUZZ_SETTINGS, SEEDED, defuse, seed_through, steer_half_the_cases
 from tests.http.test_fuzz_openapi import build_app
 
 pytestmark = pytest.mark.serve
@@ -75,12 +75,7 @@ def served(deployed_app: str, data_dir: str) -> str:
     admin_key, spare_key_id = asyncio.run(_make_admin_key(data_dir))
     SEEDED.update(admin_key=admin_key, spare_key_id=spare_key_id, session="ses_sfuzz", spare_session="ses_sfuzz_delete")
     with httpx.Client(base_url=deployed_app, timeout=60) as c:
-        for session_id in (SEEDED["session"], SEEDED["spare_session"]):
-            r = c.post("/api/chat", json={"message": "hello", "session_id": session_id})
-            assert r.status_code == 200, r.text
-        r = c.post("/api/memory", json={"text": "my dog is called Biscuit"})
-        assert r.status_code == 201, r.text
-        SEEDED["memory_id"] = r.json()["id"]
+        seed_through(c)
     return deployed_app
 
 
