@@ -140,3 +140,18 @@ def test_cors_origins_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings(_env_file=None).cors_origin_list == ["https://a.example", "https://b.example"]  # type: ignore[call-arg]
     monkeypatch.delenv("CORS_ORIGINS")
     assert Settings(_env_file=None).cors_origin_list == []  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("path", [LOCAL, ROOT / "configs" / "production.yaml"])
+def test_every_embedding_replica_runs_its_model_off_the_main_loop(path: Path) -> None:
+    """The switch is in the code defaults and in each config (a config's ray_actor_options replace the code's)."""
+    from ray.serve._private.utils import override_runtime_envs_except_env_vars
+
+    from serve_app.builder import DEPLOYMENT_OPTIONS, EMBEDDING_ENV
+
+    assert DEPLOYMENT_OPTIONS["Embedding"]["ray_actor_options"]["runtime_env"]["env_vars"] == EMBEDDING_ENV
+    [app] = [a for a in load_serve_config(path)["applications"] if a["name"] == "agentserve"]
+    [emb] = [d for d in app["deployments"] if d["name"] == "Embedding"]
+    # As Serve merges them: the app's env_vars stay, the deployment's are added.
+    merged = override_runtime_envs_except_env_vars(app.get("runtime_env", {}), emb["ray_actor_options"]["runtime_env"])
+    assert merged["env_vars"].items() >= {**app.get("runtime_env", {}).get("env_vars", {}), **EMBEDDING_ENV}.items()
