@@ -35,7 +35,7 @@ from serve_app.inprocess import InProcessAgentService
 from serve_app.observability import PrometheusBackend, set_metrics_backend
 from serve_app.observability.observer import MetricsObserver
 from serve_app.ratelimit.config import LiveRateLimitConfig, RateLimitConfig
-from serve_app.settings import Settings
+from serve_app.settings import ProcessSettings, Settings
 from tools import build_registry
 
 
@@ -72,6 +72,7 @@ async def serve(a: argparse.Namespace) -> None:
     args = AgentServeArgs.model_validate({"agent": json.loads(a.agent)})
     agent = build_agent(a.llm_url, args, Settings())
     set_metrics_backend(PrometheusBackend())  # no Ray here: /metrics serves the same names
+    ProcessSettings().apply()  # the collector thresholds every replica applies
     # NOTE: set up on the server's own loop: a store may hold loop-bound resources.
     await agent.store.setup()
     if agent.memory is not None:

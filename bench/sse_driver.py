@@ -43,6 +43,8 @@ class StreamsResult:
     driver_cpu_s: float
     wall_s: float
     error_details: list[str] = field(default_factory=list)
+    # TTFT p50/p99/max of the streams opened in each tenth of the ramp: where the tail is.
+    ttft_by_start: list[dict[str, float]] = field(default_factory=list)
     samples: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +77,7 @@ async def _worker(a: argparse.Namespace) -> list[dict[str, Any]]:
     async def one(delay: float) -> dict[str, Any]:
         await asyncio.sleep(delay)
         t0 = time.perf_counter()
-        out: dict[str, Any] = {"ttft_ms": None}
+        out: dict[str, Any] = {"ttft_ms": None, "start_s": delay}
         writer = None
         state["open"] += 1
         state["max_open"] = max(state["max_open"], state["open"])
@@ -165,6 +167,13 @@ def run_streams(
             errors[r["error"]] = errors.get(r["error"], 0) + 1
     details = sorted({r["detail"] for r in rows if "detail" in r})[:5]
     ttfts = [r["ttft_ms"] for r in rows if r.get("ttft_ms") is not None]
+    by_start = []
+    for k in range(10):
+        lo, hi = k * ramp_s / 10, (k + 1) * ramp_s / 10
+        part = [r["ttft_ms"] for r in rows if r.get("ttft_ms") is not None and lo <= r.get("start_s", -1) < hi]
+        if part:
+            p = percentiles(part)
+            by_start.append({"from_s": round(lo, 1), "p50": p["p50"], "p99": p["p99"], "max": round(p["max"], 1)})
     return StreamsResult(
         streams=len(rows),
         ok=sum(1 for r in rows if "error" not in r),
@@ -175,6 +184,7 @@ def run_streams(
         driver_cpu_s=round(cpu, 2),
         wall_s=round(time.monotonic() - started, 1),
         error_details=details,
+        ttft_by_start=by_start,
         samples=ttfts,
     )
 

@@ -69,6 +69,8 @@ def main() -> None:
             )
             print(f"  {r.ok} ok, errors {r.errors}, max open {r.max_open}, TTFT {r.ttft_ms}", flush=True)
             print(f"  CPU s by role: {results[name]['cpu_s']}; other cores busy {results[name]['other_cores_busy']}")
+            tail = ", ".join(f"{w['from_s']:g}s {w['p99']:.0f}" for w in r.ttft_by_start)
+            print(f"  TTFT p99 (ms) of the streams opened from each tenth of the ramp: {tail}", flush=True)
 
         measure("LLM", f"{llm}/chat/completions", direct, LLM_MARKERS)
         base = st.baseline(llm, a.agent)

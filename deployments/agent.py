@@ -19,14 +19,13 @@ from agent.loop import Agent
 from agent.ports import MemoryHit, MemoryItem, Page, Session
 from agent.semantic import SemanticMemory
 from deployments.handles import HandleEmbedder, HandleToolExecutor
-from deployments.metrics_ray import RayMetricsBackend
+from deployments.process import set_up_replica_process
 from deployments.streaming import batched
 from memory.factory import build_conversation_store
 from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
 from serve_app.health_watch import DependencyWatch
 from serve_app.http.services import CheckResult
-from serve_app.observability import set_metrics_backend
 from serve_app.observability.observer import MetricsObserver
 from serve_app.settings import Settings
 
@@ -65,7 +64,7 @@ class AgentDeployment:
         from agent.llm import OpenAILLMClient
         from memory.lance_memory import LanceVectorMemory
 
-        set_metrics_backend(RayMetricsBackend())
+        set_up_replica_process()
         self.args = AgentServeArgs.model_validate(args or {})
         self.llm = OpenAILLMClient(self.args.llm.endpoint(Settings()))
         self.tools = HandleToolExecutor(tool_executor)

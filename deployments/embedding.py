@@ -7,10 +7,10 @@ from typing import Protocol
 
 from ray import serve
 
-from deployments.metrics_ray import RayMetricsBackend
+from deployments.process import set_up_replica_process
 from memory.embedder import SentenceTransformerEmbedder
 from serve_app.args import EmbeddingArgs
-from serve_app.observability import get_metrics, set_metrics_backend
+from serve_app.observability import get_metrics
 
 
 class Encoder(Protocol):
@@ -26,7 +26,7 @@ class EmbeddingDeployment:
     """
 
     def __init__(self, args: EmbeddingArgs | dict[str, object] | None = None, encoder: Encoder | None = None) -> None:
-        set_metrics_backend(RayMetricsBackend())
+        set_up_replica_process()
         cfg = EmbeddingArgs.model_validate(args or {})
         self.embedder = encoder or SentenceTransformerEmbedder(cfg.model_path)
         self._embed_batch.set_max_batch_size(cfg.max_batch_size)

@@ -12,11 +12,10 @@ from ray.serve.handle import DeploymentHandle
 from agent.dto import ChatRequest, ChatResponse
 from agent.events import AgentEvent
 from deployments.handles import HandleAgentService
-from deployments.metrics_ray import RayMetricsBackend
+from deployments.process import set_up_replica_process
 from memory.factory import build_conversation_store
 from serve_app.auth.config import AuthSettings
 from serve_app.http.app import create_app
-from serve_app.observability import set_metrics_backend
 from serve_app.ratelimit.config import LiveRateLimitConfig
 from serve_app.ratelimit.limiter import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from serve_app.settings import Settings
@@ -32,7 +31,7 @@ class IngressDeployment:
     """
 
     def __init__(self, agent: DeploymentHandle, tool_executor: DeploymentHandle) -> None:
-        set_metrics_backend(RayMetricsBackend())
+        set_up_replica_process()
         self.service = HandleAgentService(agent, tool_executor)
         settings = Settings()
         # NOTE: a production config that refuses (placeholder secret, auth disabled)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from agent.dto import ToolInvocation, ToolResult, ToolSpec
-from deployments.metrics_ray import RayMetricsBackend
-from serve_app.observability import set_metrics_backend
+from deployments.process import set_up_replica_process
 from tools import build_registry
 
 
@@ -17,7 +16,7 @@ class ToolExecutorDeployment:
     """
 
     def __init__(self, tools: list[str] | None = None) -> None:
-        set_metrics_backend(RayMetricsBackend())
+        set_up_replica_process()
         self.registry = build_registry(tools or [])
 
     async def list_tools(self) -> list[ToolSpec]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,3 +64,24 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError("AGENTSERVE_ENV=production needs DATABASE_URL to be a PostgreSQL URL")
         return self
+
+
+class ProcessSettings(BaseSettings):
+    """Tuning of the Python process itself, applied by every replica (and ``bench.baseline``) at start.
+
+    Apart from ``Settings`` so that a replica which needs no backend (Embedding,
+    ToolExecutor) is not refused for a missing one.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # The collector's thresholds (gen0 allocations, then counts of gen0 and gen1 passes);
+    # JSON in the environment: GC_THRESHOLDS='[700, 10, 10]' restores Python's own.
+    # NOTE: with Python's, a full pass runs whenever the objects that survived grew by a
+    # quarter. A replica holding 1,000 open streams holds ~500k objects, and each full
+    # pass stopped its loop for 150-360 ms, every 4-5 s during the ramp: that was goal 3's
+    # TTFT tail (docs/benchmarks.md). Ray Serve already freezes the start-up objects.
+    gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = (10_000, 10, 100)
+
+    def apply(self) -> None:
+        gc.set_threshold(*self.gc_thresholds)
