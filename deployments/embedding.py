@@ -35,11 +35,12 @@ class EmbeddingDeployment:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
-        # NOTE: the model runs on the replica's loop, on purpose. In a worker thread it
-        # held the GIL so much that the loop took requests in slowly: batches of 3 texts
-        # on average under 64 clients, 96 texts/s. On the loop, requests pile up while
-        # a batch encodes and the next batch takes them all: 18 on average, 146 texts/s
-        # (bench/batching.py). The cost: the replica answers nothing else meanwhile.
+        # NOTE: the model runs on the user-code loop, on purpose. In a worker thread of
+        # that loop it held the GIL so much that the loop took requests in slowly: batches
+        # of 3 texts on average under 64 clients. On the loop, requests pile up while a
+        # batch encodes and the next batch takes them all. That loop runs on its own
+        # thread (serve_app/builder.py EMBEDDING_ENV), so Serve's main loop still takes
+        # requests in and sends replies meanwhile (bench/batching.py, docs/benchmarks.md).
         return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
