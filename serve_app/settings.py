@@ -80,7 +80,8 @@ class ProcessSettings(BaseSettings):
     # NOTE: with Python's, a full pass runs whenever the objects that survived grew by a
     # quarter. A replica holding 1,000 open streams holds ~500k objects, and each full
     # pass stopped its loop for 150-360 ms, every 4-5 s during the ramp: that was goal 3's
-    # TTFT tail (docs/benchmarks.md). Ray Serve already freezes the start-up objects.
+    # TTFT tail (docs/benchmarks.md). In its throughput-optimised mode (`agentserve run`)
+    # Ray Serve also freezes the start-up objects, so full passes skip them.
     gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = (10_000, 10, 100)
 
     def apply(self) -> None:
