@@ -66,10 +66,10 @@ class AgentDeployment:
 
         set_up_replica_process()
         self.args = AgentServeArgs.model_validate(args or {})
-        self.llm = OpenAILLMClient(self.args.llm.endpoint(Settings()))
+        settings = Settings()
+        self.llm = OpenAILLMClient(self.args.llm.endpoint(settings))
         self.tools = HandleToolExecutor(tool_executor)
         self.embedder = HandleEmbedder(embedder)
-        settings = Settings()
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
         self.store = CachedConversationStore(

@@ -11,22 +11,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from ray.serve.batching import _BatchQueue
 
 from deployments.embedding import EmbeddingDeployment
 from tests.support.fake_embedder import HashingEmbedder
 
 # NOTE: @serve.batch keeps one queue per decorated method, bound to the event loop of its
 # first call (one replica, one loop in Serve): these tests share one loop.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest.fixture(autouse=True)
-def outside_a_replica(monkeypatch: pytest.MonkeyPatch) -> None:
-    # NOTE: the batch queue's only use of Serve's replica context is a warning that
-    # compares max_batch_size with the replica's max_ongoing_requests; outside a replica
-    # that lookup raises. Everything else of @serve.batch runs as in a replica.
-    monkeypatch.setattr(_BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("outside_a_replica")]
 
 
 class RecordingEncoder:

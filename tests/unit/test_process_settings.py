@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
-from ray.serve.batching import _BatchQueue
 
 from deployments.embedding import EmbeddingDeployment
 from deployments.tool_executor import ToolExecutorDeployment
@@ -46,9 +45,8 @@ def test_a_bad_value_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(
     "make", [lambda: EmbeddingDeployment(encoder=HashingEmbedder()), lambda: ToolExecutorDeployment()]
 )
+@pytest.mark.usefixtures("outside_a_replica")
 def test_replicas_apply_them_when_they_start(monkeypatch: pytest.MonkeyPatch, make: object) -> None:
-    # NOTE: outside a replica @serve.batch's max_ongoing_requests check has no replica to ask.
-    monkeypatch.setattr(_BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
     monkeypatch.setenv("GC_THRESHOLDS", "[1234, 5, 6]")
     make()  # type: ignore[operator]
     assert gc.get_threshold() == (1234, 5, 6)
