@@ -256,6 +256,23 @@ class ScriptedLLMServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    async def stream_end(self, request_id: str, timeout_s: float = 5.0) -> str | None:
+        """How that request's stream ended, ``"finished"`` or ``"aborted"``, once it has; None after ``timeout_s``.
+
+        NOTE: by id, not "the only one": a stream an earlier test left behind may end
+        at any time (a ``hang:`` whose client timed out is answered once the hang is over).
+        """
+        state = self.app.state
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if request_id in state.aborted:
+                return "aborted"
+            if request_id in state.finished:
+                return "finished"
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.02)
+
     def start(self) -> ScriptedLLMServer:
         self._thread.start()
         deadline = time.monotonic() + 10

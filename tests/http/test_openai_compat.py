@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -333,11 +332,8 @@ async def test_closing_the_stream_closes_the_turn(app: FastAPI, scripted_llm: Sc
     assert '"content":"t0"' in await anext(chunks)
     await chunks.aclose()  # what Starlette does when the client goes away
     assert service.closed
-    for _ in range(100):
-        if scripted_llm.app.state.aborted:
-            break
-        await asyncio.sleep(0.02)
-    assert scripted_llm.app.state.aborted and not scripted_llm.app.state.finished
+    [sent] = scripted_llm.app.state.requests
+    assert await scripted_llm.stream_end(sent["id"], 2) == "aborted"
 
 
 async def test_unknown_v1_path_and_method_use_openai_error_shape(client: httpx.AsyncClient) -> None:

@@ -8,7 +8,6 @@ are the shipped ones. It proxies to this session's Serve app and is stopped by i
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import re
@@ -123,14 +122,14 @@ async def test_the_stream_arrives_event_by_event_not_buffered(
         assert "content-encoding" not in r.headers
         lines = r.aiter_lines()
         head = await read_until_first_token(lines)
-        assert len(state.requests) == 1
-        assert state.finished == [], "the first event came only after the LLM's whole reply: buffered"
+        [sent] = state.requests
+        assert sent["id"] not in state.finished, "the first event came only after the LLM's whole reply: buffered"
         rest = [line async for line in lines]
     events = parse_sse("\n".join(head + rest))
     names = [n for n, _ in events]
     assert names.count("token") == 100 and names[-2:] == ["message", "done"]
     assert events[-2][1]["content"] == " ".join(f"t{i}" for i in range(100))
-    assert state.finished == [state.requests[0]["id"]]
+    assert await scripted_llm.stream_end(sent["id"]) == "finished"
 
 
 async def test_a_client_that_leaves_cancels_the_turn_through_nginx(
@@ -140,11 +139,8 @@ async def test_a_client_that_leaves_cancels_the_turn_through_nginx(
     async with via_nginx.stream("POST", "/api/chat/stream", json={"message": "slow: 200"}) as r:
         await read_until_first_token(r.aiter_lines())
     # nginx closes its upstream connection when the client goes (proxy_ignore_client_abort off).
-    for _ in range(600):
-        if state.aborted:
-            break
-        await asyncio.sleep(0.05)
-    assert state.aborted == [state.requests[0]["id"]] and state.finished == []
+    [sent] = state.requests
+    assert await scripted_llm.stream_end(sent["id"], 30) == "aborted"
 
 
 async def test_chat_through_nginx_keeps_the_request_id_and_gets_hsts(
