@@ -174,6 +174,21 @@ async def test_adding_an_existing_id_replaces_the_item(memory: VectorMemory) -> 
     assert hits[0].item == changed and hits[0].score == pytest.approx(1.0, abs=1e-4)
 
 
+async def test_a_batch_of_new_and_existing_ids_replaces_some_and_adds_the_rest(memory: VectorMemory) -> None:
+    vectors = random_vectors(5)
+    await memory.add(items_for("alice", 2), as_lists(vectors[:2]))
+    await memory.add(items_for("bob", 2), as_lists(vectors[:2]))  # the same ids, another user's
+    again = [MemoryItem(id=f"m{i}", user_id="alice", text=f"again {i}") for i in range(1, 4)]  # m1 is there
+    await memory.add(again, as_lists(vectors[2:]))
+    await memory.add(again[2:], as_lists(vectors[4:]))  # the same item twice: still one row
+    assert await memory.count("alice") == 4 and await memory.count("bob") == 2
+    hits = await memory.search("alice", as_lists(vectors)[0], k=10)
+    assert sorted((h.item.id, h.item.text) for h in hits) == [
+        ("m0", "m text 0"), ("m1", "again 1"), ("m2", "again 2"), ("m3", "again 3"),
+    ]  # fmt: skip
+    assert {h.item.text for h in await memory.search("bob", as_lists(vectors)[0], k=10)} == {"m text 0", "m text 1"}
+
+
 @pytest.mark.parametrize("user_id", ["org:team.x-1", "o'brien", "a' OR '1'='1", "ünï 😀", ""])
 async def test_any_user_id_and_item_id_is_just_data(memory: VectorMemory, user_id: str) -> None:
     vectors = random_vectors(3)
