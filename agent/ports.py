@@ -194,7 +194,13 @@ class VectorMemory(Protocol):
 
     async def setup(self) -> None: ...
 
-    async def add(self, items: list[MemoryItem], vectors: list[list[float]]) -> None: ...
+    async def add(self, items: list[MemoryItem], vectors: list[list[float]], *, new: bool = False) -> None:
+        """Store the items; one whose id the user has already replaces it.
+
+        ``new=True`` says the caller made the ids just now, so none can be stored
+        yet and a store may append without looking for them.
+        """
+        ...
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
         """The user's ``k`` closest items, closest first; never another user's."""

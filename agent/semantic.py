@@ -59,7 +59,7 @@ class SemanticMemory:
         item = MemoryItem(user_id=user_id, session_id=session_id, kind=kind, text=text)
         if vector is None:
             [vector] = await self.embedder.embed([text])
-        await self.store.add([item], [vector])
+        await self.store.add([item], [vector], new=True)  # its id was made just now
         return item
 
     async def recall(self, user_id: str, query: str, k: int) -> list[MemoryHit]:

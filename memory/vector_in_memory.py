@@ -118,7 +118,8 @@ class InMemoryVectorMemory:
     async def close(self) -> None:
         return None
 
-    async def add(self, items: list[MemoryItem], vectors: list[list[float]]) -> None:
+    async def add(self, items: list[MemoryItem], vectors: list[list[float]], *, new: bool = False) -> None:
+        # (``new`` changes nothing here: replacing by id costs no more than appending.)
         for user_id, rows, unit in batches_by_user(items, vectors, self._dim):
             mine = self._users.setdefault(user_id, _UserRows(self._dim))
             mine.upsert([items[i].model_copy() for i in rows], unit)

@@ -189,6 +189,15 @@ async def test_a_batch_of_new_and_existing_ids_replaces_some_and_adds_the_rest(m
     assert {h.item.text for h in await memory.search("bob", as_lists(vectors)[0], k=10)} == {"m text 0", "m text 1"}
 
 
+async def test_items_added_as_new_are_stored_and_found(memory: VectorMemory) -> None:
+    vectors = random_vectors(4)
+    await memory.add(items_for("alice", 2), as_lists(vectors[:2]))
+    await memory.add(items_for("alice", 2, prefix="n"), as_lists(vectors[2:]), new=True)
+    assert await memory.count("alice") == 4 and await memory.count("bob") == 0
+    hits = await memory.search("alice", as_lists(vectors)[3], k=4)
+    assert hits[0].item.id == "n1" and {h.item.id for h in hits} == {"m0", "m1", "n0", "n1"}
+
+
 @pytest.mark.parametrize("user_id", ["org:team.x-1", "o'brien", "a' OR '1'='1", "ünï 😀", ""])
 async def test_any_user_id_and_item_id_is_just_data(memory: VectorMemory, user_id: str) -> None:
     vectors = random_vectors(3)
