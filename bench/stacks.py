@@ -116,7 +116,10 @@ class Stacks:
             "loadavg_at_start": os.getloadavg(),
             "code": procs.code_version(),
             "niceness": niceness,
+            "host_speed": procs.host_speed(),
         }
+        speed = self.results["host_speed"]
+        print(f"host: {speed['cpu_model']}, 2M Python additions in {speed['python_loop_2m_ms']} ms", flush=True)
 
     def __enter__(self) -> Stacks:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
