@@ -14,7 +14,7 @@ import argparse
 
 import uvicorn
 
-from serve_app.scripted_llm import ScriptedLLMConfig, create_scripted_llm_app
+from serve_app.scripted_llm import KEEP_ALIVE_S, ScriptedLLMConfig, create_scripted_llm_app
 
 
 def main() -> None:
@@ -34,6 +34,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         backlog=4096,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

@@ -65,6 +65,7 @@ class LoadResult:
     duration_s: float
     requests: int
     errors: int  # connect/read/write/timeout errors plus non-2xx answers
+    error_kinds: dict[str, int]  # the same, by kind (wrk's counters; "status" is non-2xx)
     mismatched: int  # 2xx answers without the expected text
     rps: float
     p50_ms: float
@@ -154,13 +155,14 @@ def run_wrk(
         raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{out}")
     r = json.loads(marker[-1].removeprefix("WRK_JSON "))
     seconds = r["duration_us"] / 1e6
-    errors = sum(r[k] for k in ("connect", "read", "write", "status", "timeout"))
+    error_kinds = {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]}
     return LoadResult(
         url=url,
         connections=connections,
         duration_s=round(seconds, 3),
         requests=r["requests"],
-        errors=errors,
+        errors=sum(error_kinds.values()),
+        error_kinds=error_kinds,
         mismatched=r["mismatched"],
         rps=r["requests"] / seconds,
         p50_ms=r["p50_us"] / 1000,

@@ -48,7 +48,7 @@ def run_rounds(
             load = m["load"]
             print(
                 f"  round {r + 1} {name:<8} {load['requests']:>5} turns, p50 {load['p50_ms']:6.2f} ms, "
-                f"p99 {load['p99_ms']:7.2f} ms, other cores busy {m['other_cores_busy']}",
+                f"p99 {load['p99_ms']:7.2f} ms, other cores busy {m['other_cores_busy']}, waited {m['settled_s']} s",
                 flush=True,
             )
     return out

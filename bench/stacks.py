@@ -281,10 +281,27 @@ def replica_counts() -> dict[str, int]:
     }
 
 
+def settle(quiet_cores: float = 0.4, max_wait_s: float = 20.0) -> dict[str, float]:
+    """Wait until the machine is quiet before a measured round.
+
+    NOTE: the previous round's stack may still be busy: abandoned turns ending, or an
+    Agent replica the autoscaler started (seconds of CPU) landing in the other stack's
+    round. An idle Serve stack takes ~0.2 cores here.
+    """
+    started = time.monotonic()
+    while True:
+        t0, busy0 = time.monotonic(), procs.machine_busy_s()
+        time.sleep(0.5)
+        busy = (procs.machine_busy_s() - busy0) / (time.monotonic() - t0)
+        if busy < quiet_cores or time.monotonic() - started >= max_wait_s:
+            return {"settled_s": round(time.monotonic() - started, 1), "cores_busy_before": round(busy, 2)}
+
+
 def measured(
     url: str, concurrency: int, seconds: float, roles: dict[int, str], body: dict[str, str], expect: str
 ) -> dict[str, Any]:
-    """One wrk run with the CPU time of every process this benchmark started, by role."""
+    """One wrk run, once the machine is quiet, with the CPU time of every process this benchmark started, by role."""
+    quiet = settle()
     pids = [os.getpid(), *procs.descendants(os.getpid())]
     before = procs.snapshot(pids)
     load: LoadResult = run_wrk(url, concurrency, seconds, body=json.dumps(body), expect=expect)
@@ -299,6 +316,7 @@ def measured(
         "wrk_cpu_ms_per_turn": round(load.driver_cpu_s / turns * 1000, 3),
         "our_cores_busy": round(ours / wall, 2),
         "other_cores_busy": round(max(after.machine_busy_s - before.machine_busy_s - ours, 0) / wall, 2),
+        **quiet,
     }
 
 

@@ -78,8 +78,8 @@ def main() -> None:
                     x = m["load"]
                     print(
                         f"  {wl} round {r + 1} {name:<8} {x['rps']:7.1f} turns/s, p50 {x['p50_ms']:7.1f} ms, "
-                        f"p99 {x['p99_ms']:7.1f} ms, errors {x['errors'] + x['mismatched']}, "
-                        f"other cores busy {m['other_cores_busy']}",
+                        f"p99 {x['p99_ms']:7.1f} ms, errors {x['errors'] + x['mismatched']} {x['error_kinds'] or ''}, "
+                        f"other cores busy {m['other_cores_busy']}, waited {m['settled_s']} s for quiet",
                         flush=True,
                     )
             summary[wl] = {

@@ -239,12 +239,21 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
     return app
 
 
+# NOTE: idle connections are kept longer than a client's pool keeps them (httpx: 5 s), as
+# hosted LLM APIs do. At uvicorn's default, also 5 s, the server closed an idle connection
+# just as a pool could reuse it: after a pause, one call in a benchmark round failed with
+# llm_unavailable (its clients do not retry).
+KEEP_ALIVE_S = 75
+
+
 class ScriptedLLMServer:
     """Runs the scripted server with uvicorn in a background thread (tests)."""
 
     def __init__(self, cfg: ScriptedLLMConfig | None = None, port: int = 0) -> None:
         self.app = create_scripted_llm_app(cfg)
-        self._config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        self._config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_keep_alive=KEEP_ALIVE_S
+        )
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -302,7 +311,14 @@ def main() -> None:
     parser.add_argument("--reply-tokens", type=int, default=None)
     a = parser.parse_args()
     cfg = ScriptedLLMConfig(latency_s=a.latency_s, token_delay_s=a.token_delay_s, reply_tokens=a.reply_tokens)
-    uvicorn.run(create_scripted_llm_app(cfg), host=a.host, port=a.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_scripted_llm_app(cfg),
+        host=a.host,
+        port=a.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 if __name__ == "__main__":
