@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.cli import ray_cli_env, ray_serve_env
+from serve_app.cli import ray_cli_env
 from serve_app.rollout import DashboardServeCluster
 
 
@@ -80,11 +80,6 @@ class RayHead:
 
     def start(self, timeout_s: float = 240) -> DashboardServeCluster:
         env = ray_cli_env()
-        # As the RayService's containers and `agentserve run`: Serve's fast path (HAProxy
-        # ingress, throughput-optimised replicas), HAProxy's files and ports private to this cluster.
-        haproxy_dir = os.path.join(self.temp_dir, "hp")
-        os.makedirs(haproxy_dir, exist_ok=True)
-        env.update(ray_serve_env(haproxy_dir))
         env.update(
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
