@@ -150,7 +150,6 @@ class LanceVectorMemory:
     async def add(self, items: list[MemoryItem], vectors: list[list[float]], *, new: bool = False) -> None:
         for user_id, rows, unit in batches_by_user(items, vectors, self._dim):
             data = self._rows([items[i] for i in rows], unit)
-            ids = [items[i].id for i in rows]
             with _store_errors("add"):
                 table = await self._table(user_id, create=True)
                 assert table is not None
@@ -159,7 +158,7 @@ class LanceVectorMemory:
                 # files) and the append ~5 ms; a turn's remembered message has a new id, so
                 # it skips the look (``new``). Two adds of one id at once could both append;
                 # ids are minted by the caller, so nothing here does that.
-                if not new and await table.count_rows((self._owned_by(user_id) & col("id").isin(ids)).to_sql()):
+                if not new and await self._holds_any(table, user_id, [items[i].id for i in rows]):
                     merge = table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                     # NOTE: on an AsyncTable, execute() returns an awaitable (typed as the sync result).
                     await cast("Awaitable[object]", merge.execute(data))
@@ -226,6 +225,9 @@ class LanceVectorMemory:
             pa.array([as_utc(it.created_at) for it in items], pa.timestamp("us", tz="UTC")),
         ]
         return pa.Table.from_arrays(columns, schema=self._schema)
+
+    async def _holds_any(self, table: AsyncTable, user_id: str, ids: list[str]) -> bool:
+        return bool(await table.count_rows((self._owned_by(user_id) & col("id").isin(ids)).to_sql()))
 
     async def _delete(self, user_id: str, where: Expr) -> int:
         with _store_errors("delete"):
