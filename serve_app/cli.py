@@ -23,36 +23,19 @@ from serve_app.cli_backup import add_backup_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
 from serve_app.rollout import add_rollout_commands
+from serve_app.serve_switches import SERVE_FAST_PATH
 
 DASHBOARD_PORT = 8265
 LOCAL_LLM_APP = "local-llm"
 
 
-# Ray Serve's fast path, measured on 2 cores (docs/benchmarks.md, "What was changed").
-# NOTE: Serve reads these when its controller, proxy and replicas start, so they must be
-# in the environment of the process that starts Ray (every Ray process inherits it
-# through the raylet); an application's runtime_env comes too late for the proxy.
-RAY_SERVE_SWITCHES: dict[str, str] = {
-    # Direct ingress (the Ingress replica serves HTTP itself), gRPC between handles,
-    # user code and the router on each replica's main loop, buffered request logs.
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # Ray's bundled HAProxy in front of the Ingress replicas instead of the Python proxy.
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    # ... but replica logs written as they happen: the throughput mode holds 1,000 lines
-    # in memory (flushed on ERROR only), so a quiet local server would show no request log.
-    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
-    # HAProxy's buffer (Ray's default 16 KiB) bounds the request line plus headers (less
-    # tune.maxrewrite, 1 KiB), and HAProxy answers its own HTML 400 above it. A valid
-    # GET /api/memory/search (q up to 2,000 characters, 12 bytes each percent-encoded)
-    # is up to ~24 KB: 32 KiB lets every valid request reach the app.
-    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "32768",
-    # One machine, no load balancer to drain from: Ctrl-C stops in seconds, not 30+.
-    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-}
+# Ray Serve's fast path (serve_app/serve_switches.py), and for one machine only: no load
+# balancer to drain from, so Ctrl-C stops in seconds, not 30+.
+RAY_SERVE_SWITCHES: dict[str, str] = {**SERVE_FAST_PATH, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
-def ray_serve_env(state_dir: str) -> dict[str, str]:
-    """``RAY_SERVE_SWITCHES`` plus HAProxy files and ports private to one cluster.
+def ray_serve_env(state_dir: str, switches: dict[str, str] | None = None) -> dict[str, str]:
+    """``switches`` (default ``RAY_SERVE_SWITCHES``) plus HAProxy files and ports private to one cluster.
 
     NOTE: HAProxy's defaults are machine-wide (/tmp/haproxy-serve, ports 8404 and
     9101): a second cluster on the same machine (tests, benchmarks) would take over
@@ -65,7 +48,7 @@ def ray_serve_env(state_dir: str) -> dict[str, str]:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
 
-    env = dict(RAY_SERVE_SWITCHES)
+    env = dict(RAY_SERVE_SWITCHES if switches is None else switches)
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         env.update(
             {

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from serve_app.config_file import load_serve_config, validate_serve_config
+from serve_app.serve_switches import SERVE_FAST_PATH
 
 RAY_VERSION = "2.60.0"  # must match the Dockerfile's FROM rayproject/ray:<version>-py311
 DEFAULT_IMAGE = "agentserve:0.1.0"
@@ -48,6 +49,9 @@ SECRET_TEMPLATE = {
 SECRET_NAMES = frozenset({"LLM_API_KEY", "DATABASE_URL", "REDIS_URL", "JWT_SECRET", "JWT_PUBLIC_KEY"})
 # Fixed in the RayService; `env` wins over `envFrom`, so the Secret cannot turn authentication off.
 FIXED_ENV = {"AGENTSERVE_ENV": "production", "AUTH_MODE": "required", "RAY_USAGE_STATS_ENABLED": "0"}
+# On every Ray container (head and workers), so Ray starts with Serve's fast path, as
+# `agentserve run` does locally (HAProxy's files and ports keep their defaults: one cluster a pod).
+RAY_ENV = {**FIXED_ENV, **SERVE_FAST_PATH}
 GENERATED = (
     "# Generated from {source} by `python -m serve_app.kuberay render`: do not edit.\n"
     "# Change the Serve config (or the render options) and re-render; tests/unit/test_kuberay.py fails on drift.\n"
@@ -102,7 +106,7 @@ def _pod_template(role: str, ports: dict[str, int], cpu: str, memory: str, commo
         "image": common["image"],
         "imagePullPolicy": "IfNotPresent",
         "envFrom": [{"secretRef": {"name": common["secret_name"]}}],
-        "env": [{"name": k, "value": v} for k, v in FIXED_ENV.items()],
+        "env": [{"name": k, "value": v} for k, v in RAY_ENV.items()],
         "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
         # requests == limits: Guaranteed QoS, and Ray reads its CPU and memory from the limits.
         "resources": {"requests": dict(size), "limits": dict(size)},

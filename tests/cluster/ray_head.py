@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.cli import ray_cli_env
+from serve_app.cli import ray_cli_env, ray_serve_env
 from serve_app.rollout import DashboardServeCluster
+from serve_app.serve_switches import SERVE_FAST_PATH
 
 
 def free_port() -> int:
@@ -80,6 +81,12 @@ class RayHead:
 
     def start(self, timeout_s: float = 240) -> DashboardServeCluster:
         env = ray_cli_env()
+        # Exactly the RayService containers' switches (Serve's fast path: HAProxy ingress,
+        # throughput-optimised replicas) with Ray's own direct-ingress drain (30 s), not
+        # `agentserve run`'s 1 s; HAProxy's files and ports private to this cluster.
+        haproxy_dir = os.path.join(self.temp_dir, "hp")
+        os.makedirs(haproxy_dir, exist_ok=True)
+        env.update(ray_serve_env(haproxy_dir, SERVE_FAST_PATH))
         env.update(
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
@@ -94,6 +101,10 @@ class RayHead:
             f"--metrics-export-port={self.metrics_port}", f"--ray-client-server-port={self.client_port}",
             f"--dashboard-agent-listen-port={self.agent_port}", f"--temp-dir={self.temp_dir}",
         ]  # fmt: skip
+        # NOTE: `ray start` (unlike `ray.init`) refuses to make the token auth needs: on a
+        # machine where nothing made ~/.ray/auth_token yet (this tier run alone), make it
+        # as `ray.init` would. The command prints the token: it goes nowhere.
+        subprocess.run([ray, "get-auth-token", "--generate"], env=env, stdout=subprocess.DEVNULL, check=True)
         log = open(Path(self.temp_dir) / "ray-start.log", "wb")  # noqa: SIM115  # closed with the process
         # NOTE: its own session, so stop() can signal exactly this cluster's process group.
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
