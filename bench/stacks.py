@@ -33,7 +33,7 @@ import httpx
 
 from bench import procs
 from bench.load import LoadResult, run_wrk
-from serve_app.cli import ray_serve_env
+from serve_app.cli import ray_serve_env, stop_serve
 from serve_app.config_file import load_serve_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -138,10 +138,9 @@ class Stacks:
         try:
             if self.ray_up:
                 import ray
-                from ray import serve
 
                 try:
-                    serve.shutdown()
+                    stop_serve()
                 finally:
                     ray.shutdown()
         finally:

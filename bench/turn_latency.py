@@ -186,9 +186,10 @@ def main() -> None:
     finally:
         if ray_up:
             import ray
-            from ray import serve
 
-            serve.shutdown()
+            from serve_app.cli import stop_serve
+
+            stop_serve()
             ray.shutdown()
         for proc in reversed(started):
             stop(proc)

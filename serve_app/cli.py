@@ -29,13 +29,16 @@ DASHBOARD_PORT = 8265
 LOCAL_LLM_APP = "local-llm"
 
 
-# Ray Serve's fast path (serve_app/serve_switches.py), and for one machine only: no load
-# balancer to drain from, so Ctrl-C stops in seconds, not 30+.
-RAY_SERVE_SWITCHES: dict[str, str] = {**SERVE_FAST_PATH, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+# How long Ctrl-C lets Serve shut down gracefully (in-flight requests finish) before Ray
+# stops. NOTE: a stopping Ingress replica stays reachable for Ray's 30 s direct-ingress
+# drain first, on one machine too: HAProxy's soft-stopping workers keep routing to it
+# after a reload; with a 1 s drain, rollouts and downscales lost requests
+# (docs/benchmarks.md, sixth session). Stopping everything needs no such wait.
+STOP_TIMEOUT_S = 10.0
 
 
-def ray_serve_env(state_dir: str, switches: dict[str, str] | None = None) -> dict[str, str]:
-    """``switches`` (default ``RAY_SERVE_SWITCHES``) plus HAProxy files and ports private to one cluster.
+def ray_serve_env(state_dir: str) -> dict[str, str]:
+    """Serve's fast path (``SERVE_FAST_PATH``) plus HAProxy files and ports private to one cluster.
 
     NOTE: HAProxy's defaults are machine-wide (/tmp/haproxy-serve, ports 8404 and
     9101): a second cluster on the same machine (tests, benchmarks) would take over
@@ -48,7 +51,7 @@ def ray_serve_env(state_dir: str, switches: dict[str, str] | None = None) -> dic
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
 
-    env = dict(RAY_SERVE_SWITCHES if switches is None else switches)
+    env = dict(SERVE_FAST_PATH)
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         env.update(
             {
@@ -135,6 +138,24 @@ def serve_deploy(config: dict[str, Any]) -> None:
     print("sent the config to Serve", flush=True)
 
 
+def stop_serve(timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """``serve.shutdown()``, waiting at most ``timeout_s``: then ``ray.shutdown()`` stops the rest.
+
+    NOTE: ``serve.shutdown()`` waits up to 30 s, all of it spent in the Ingress
+    replicas' drain when the whole cluster is going away anyway. Serve's proxies
+    (HAProxy included) stop within seconds, so the bound leaves nothing behind
+    (tests/cluster/test_0_agentserve_run.py).
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        client = _get_global_client()
+    except RayServeException:
+        return  # nothing deployed
+    client.shutdown(timeout_s=timeout_s)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     use_ray_cli_env()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -145,7 +166,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = prepare_config(args.config, args.port, args.host)
     port = config.get("http_options", {}).get("port", 8000)
     import ray
-    from ray import serve
 
     metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
     # NOTE: no dashboard unless asked: the app does not need it, and on 2 cores it cost
@@ -189,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("stopping ...", flush=True)
         try:
-            serve.shutdown()
+            stop_serve(args.stop_timeout)
         finally:
             ray.shutdown()
             shutil.rmtree(serve_state, ignore_errors=True)
@@ -243,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
     run.add_argument("--host", default=None, help="HTTP bind address (default: the config's, 127.0.0.1)")
     run.add_argument("--ready-timeout", type=float, default=300)
+    run.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT_S,
+                     help="Ctrl-C: seconds Serve may take to finish in-flight requests before Ray stops")  # fmt: skip
     run.add_argument("--dashboard", action="store_true",
                      help=f"also start Ray's dashboard on :{DASHBOARD_PORT} (serve deploy, rollout)")  # fmt: skip
     run.set_defaults(func=cmd_run)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from serve_app.cli import ray_cli_env, ray_serve_env
 from serve_app.rollout import DashboardServeCluster
-from serve_app.serve_switches import SERVE_FAST_PATH
 
 
 def free_port() -> int:
@@ -81,12 +80,12 @@ class RayHead:
 
     def start(self, timeout_s: float = 240) -> DashboardServeCluster:
         env = ray_cli_env()
-        # Exactly the RayService containers' switches (Serve's fast path: HAProxy ingress,
-        # throughput-optimised replicas) with Ray's own direct-ingress drain (30 s), not
-        # `agentserve run`'s 1 s; HAProxy's files and ports private to this cluster.
+        # As the RayService's containers and `agentserve run`: Serve's fast path (HAProxy
+        # ingress, throughput-optimised replicas, Ray's 30 s direct-ingress drain), HAProxy's
+        # files and ports private to this cluster.
         haproxy_dir = os.path.join(self.temp_dir, "hp")
         os.makedirs(haproxy_dir, exist_ok=True)
-        env.update(ray_serve_env(haproxy_dir, SERVE_FAST_PATH))
+        env.update(ray_serve_env(haproxy_dir))
         env.update(
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
