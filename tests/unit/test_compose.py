@@ -214,6 +214,17 @@ def test_image_and_command_agree_with_the_dockerfile(compose: dict[str, Any]) ->
     assert re.search(r"^COPY .*\bconfigs\b", text, re.M), "the image lacks configs/"
 
 
+def test_docker_stop_lets_in_flight_streams_finish(compose: dict[str, Any]) -> None:
+    app = compose["services"][APP]
+    command = app["command"]
+    stop_timeout = float(command[command.index("--stop-timeout") + 1])
+    app_config = next(a for a in load_serve_config(PRODUCTION)["applications"] if a["name"] == "agentserve")
+    graceful = max(d.get("graceful_shutdown_timeout_s", 20) for d in app_config["deployments"])
+    assert stop_timeout >= graceful, "agentserve run would cut streams the deployments let finish"
+    grace = app["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) >= stop_timeout + 20, "docker would kill Ray mid-stop"
+
+
 def test_the_app_port_agrees_with_the_serve_config(compose: dict[str, Any]) -> None:
     port = load_serve_config(PRODUCTION)["http_options"]["port"]
     app = compose["services"][APP]
