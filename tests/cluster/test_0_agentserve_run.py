@@ -104,5 +104,7 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
                 os.kill(pid, signal.SIGKILL)
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines)
+    # Ctrl-C went through the bounded stop (--stop-timeout), not serve.shutdown()'s 30 s wait.
+    assert re.search(r"Serve's graceful stop: [\d.]+ s \(in-flight requests get 10 s\)", "".join(lines))
     assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
