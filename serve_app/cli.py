@@ -145,7 +145,9 @@ def stop_serve(timeout_s: float = STOP_TIMEOUT_S) -> None:
     NOTE: ``serve.shutdown()`` waits up to 30 s, all of it spent in the Ingress
     replicas' drain when the whole cluster is going away anyway. Serve's proxies
     (HAProxy included) stop within seconds, so the bound leaves nothing behind
-    (tests/cluster/test_0_agentserve_run.py).
+    (tests/cluster/test_0_agentserve_run.py). ``serve.shutdown()`` takes no timeout, so
+    this calls the client it wraps (Ray 2.60's ``_get_global_client``, as ``serve_deploy``
+    uses Serve's own ``serve_start``).
     """
     from ray.serve.context import _get_global_client
     from ray.serve.exceptions import RayServeException
