@@ -14,7 +14,7 @@ import argparse
 
 import uvicorn
 
-from serve_app.scripted_llm import KEEP_ALIVE_S, ScriptedLLMConfig, create_scripted_llm_app
+from serve_app.scripted_llm import SERVER_OPTIONS, ScriptedLLMConfig, create_scripted_llm_app
 
 
 def main() -> None:
@@ -31,10 +31,8 @@ def main() -> None:
         port=a.port,
         loop="uvloop",
         http="httptools",
-        log_level="warning",
-        access_log=False,
         backlog=4096,
-        timeout_keep_alive=KEEP_ALIVE_S,
+        **SERVER_OPTIONS,
     )
 
 

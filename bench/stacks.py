@@ -33,7 +33,7 @@ import httpx
 
 from bench import procs
 from bench.load import LoadResult, run_wrk
-from serve_app.cli import ray_serve_env, stop_serve
+from serve_app.cli import ray_serve_env, stop_serve_and_ray
 from serve_app.config_file import load_serve_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -137,12 +137,7 @@ class Stacks:
     ) -> None:
         try:
             if self.ray_up:
-                import ray
-
-                try:
-                    stop_serve()
-                finally:
-                    ray.shutdown()
+                stop_serve_and_ray()
         finally:
             for proc in reversed(self.started):
                 stop(proc)

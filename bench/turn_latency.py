@@ -185,12 +185,9 @@ def main() -> None:
         results["machine"] = procs.machine()
     finally:
         if ray_up:
-            import ray
+            from serve_app.cli import stop_serve_and_ray
 
-            from serve_app.cli import stop_serve
-
-            stop_serve()
-            ray.shutdown()
+            stop_serve_and_ray()
         for proc in reversed(started):
             stop(proc)
         shutil.rmtree(data, ignore_errors=True)

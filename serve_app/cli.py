@@ -52,22 +52,18 @@ def ray_serve_env(state_dir: str) -> dict[str, str]:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
 
-    env = dict(SERVE_FAST_PATH)
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
-        env.update(
-            {
-                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(state_dir, "haproxy.cfg"),
-                "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(state_dir, "admin.sock"),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
-                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(state_dir, "server-state"),
-                # HAProxy's per-request log datagrams (Serve's HTTP metrics); by default under
-                # /tmp/haproxy-serve/<node id>/, a directory Serve leaves behind.
-                "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(state_dir, "metrics.sock"),
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            }
-        )
-    return env
+    return {
+        **SERVE_FAST_PATH,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(state_dir, "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(state_dir, "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(state_dir, "server-state"),
+        # HAProxy's per-request log datagrams (Serve's HTTP metrics); by default under
+        # /tmp/haproxy-serve/<node id>/, a directory Serve leaves behind.
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(state_dir, "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
 
 
 def ray_cli_env() -> dict[str, str]:
@@ -139,8 +135,8 @@ def serve_deploy(config: dict[str, Any]) -> None:
     print("sent the config to Serve", flush=True)
 
 
-def stop_serve(timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """``serve.shutdown()``, waiting at most ``timeout_s``: then ``ray.shutdown()`` stops the rest.
+def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """``serve.shutdown()``, waiting at most ``timeout_s``, then ``ray.shutdown()`` stops the rest.
 
     NOTE: ``serve.shutdown()`` waits up to 30 s, all of it spent in the Ingress
     replicas' drain when the whole cluster is going away anyway. Serve's proxies
@@ -149,6 +145,15 @@ def stop_serve(timeout_s: float = STOP_TIMEOUT_S) -> None:
     this calls the client it wraps (Ray 2.60's ``_get_global_client``, as ``serve_deploy``
     uses Serve's own ``serve_start``).
     """
+    import ray
+
+    try:
+        _stop_serve(timeout_s)
+    finally:
+        ray.shutdown()
+
+
+def _stop_serve(timeout_s: float) -> None:
     from ray.serve.context import _get_global_client
     from ray.serve.exceptions import RayServeException
 
@@ -223,9 +228,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("stopping ...", flush=True)
         try:
-            stop_serve(args.stop_timeout)
+            stop_serve_and_ray(args.stop_timeout)
         finally:
-            ray.shutdown()
             shutil.rmtree(serve_state, ignore_errors=True)
     return 0
 

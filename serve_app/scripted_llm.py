@@ -244,6 +244,8 @@ def create_scripted_llm_app(cfg: ScriptedLLMConfig | None = None) -> FastAPI:
 # just as a pool could reuse it: after a pause, one call in a benchmark round failed with
 # llm_unavailable (its clients do not retry).
 KEEP_ALIVE_S = 75
+# How every launcher of the scripted LLM runs uvicorn (tests, `python -m`, bench.llm).
+SERVER_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_keep_alive": KEEP_ALIVE_S}
 
 
 class ScriptedLLMServer:
@@ -251,9 +253,7 @@ class ScriptedLLMServer:
 
     def __init__(self, cfg: ScriptedLLMConfig | None = None, port: int = 0) -> None:
         self.app = create_scripted_llm_app(cfg)
-        self._config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_keep_alive=KEEP_ALIVE_S
-        )
+        self._config = uvicorn.Config(self.app, host="127.0.0.1", port=port, lifespan="off", **SERVER_OPTIONS)
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -311,14 +311,7 @@ def main() -> None:
     parser.add_argument("--reply-tokens", type=int, default=None)
     a = parser.parse_args()
     cfg = ScriptedLLMConfig(latency_s=a.latency_s, token_delay_s=a.token_delay_s, reply_tokens=a.reply_tokens)
-    uvicorn.run(
-        create_scripted_llm_app(cfg),
-        host=a.host,
-        port=a.port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    uvicorn.run(create_scripted_llm_app(cfg), host=a.host, port=a.port, **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from serve_app.cli import ray_serve_env, stop_serve
+from serve_app.cli import ray_serve_env, stop_serve_and_ray
 from serve_app.scripted_llm import ScriptedLLMServer
 
 APP_NAME = "agentserve"
@@ -103,8 +103,7 @@ def ray_cluster(data_dir: str, ray_switches: dict[str, str]) -> Iterator[None]:
     try:
         yield
     finally:
-        stop_serve()  # bounded: the Ingress's 30 s drain is not worth waiting for here
-        ray.shutdown()
+        stop_serve_and_ray()  # bounded: the Ingress's 30 s drain is not worth waiting for here
 
 
 @pytest.fixture(scope="session")
