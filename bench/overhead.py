@@ -77,7 +77,7 @@ def main() -> None:
         base = st.baseline(llm, a.agent)
         st.results["driver_ceiling"] = driver_ceiling(f"{base}/live", 1)
         st.ray(a.serve_env)
-        serve = st.serve_app(llm, json.loads(a.agent))
+        serve = st.serve_app(llm, json.loads(a.agent), a.deployments)
         urls = {"baseline": base, "serve": serve}
         for url in urls.values():
             check_turn(url, TOOL_TURN, TOOL_EXPECT, ["calculator"])

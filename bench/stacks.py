@@ -84,6 +84,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serve-env", action="append", default=[], metavar="KEY=VALUE", help="override a Ray switch (KEY= unsets it)"
     )
+    parser.add_argument(
+        "--deployments",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help='deployment options over configs/local.yaml\'s, e.g. {"Agent": {"num_replicas": 2}}',
+    )
 
 
 def serve_env(overrides: list[str], state_dir: Path) -> dict[str, str]:

@@ -76,7 +76,7 @@ def main() -> None:
         base = st.baseline(llm, a.agent)
         measure("baseline", f"{base}/api/chat/stream", body, STACK_MARKERS)
         st.ray(a.serve_env)
-        serve = st.serve_app(llm, json.loads(a.agent))
+        serve = st.serve_app(llm, json.loads(a.agent), a.deployments)
         measure("serve", f"{serve}/api/chat/stream", body, STACK_MARKERS)
         st.results["runs"] = results
         st.results["replicas"] = replica_counts()

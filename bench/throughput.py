@@ -53,6 +53,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10, help="per round, stack and workload")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=30,
+        help="load before the first workload's rounds, each stack: Serve's autoscaler settles on the load "
+        "(look-back 15 s, upscale delay 5 s, a replica's start); later workloads get 4 s",
+    )
     a = parser.parse_args()
     require_wrk()
     c = a.concurrency
@@ -62,14 +69,15 @@ def main() -> None:
         base = st.baseline(llm, a.agent)
         st.results["driver_ceiling"] = driver_ceiling(f"{base}/live", c)
         st.ray(a.serve_env)
-        serve = st.serve_app(llm, json.loads(a.agent))
+        serve = st.serve_app(llm, json.loads(a.agent), a.deployments)
         urls = {"baseline": base, "serve": serve}
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for wl, (body, expect, tools, _) in WORKLOADS.items():
+        for i, (wl, (body, expect, tools, _)) in enumerate(WORKLOADS.items()):
             runs[wl] = {name: [] for name in urls}
             for url in urls.values():
                 check_turn(url, body, expect, tools)
-                run_wrk(f"{url}/api/chat", c, 4, body=json.dumps(body), expect=expect)  # warm-up
+                run_wrk(f"{url}/api/chat", c, a.warmup_s if i == 0 else 4, body=json.dumps(body), expect=expect)
+            print(f"  {wl}: Serve's replicas after the warm-up: {replica_counts()}", flush=True)
             for r in range(a.rounds):
                 order = list(urls) if r % 2 == 0 else list(reversed(urls))
                 for name in order:

@@ -24,6 +24,7 @@ from deployments.streaming import batched
 from memory.factory import build_conversation_store
 from memory.session_cache import CachedConversationStore, InProcessSessionCache, RedisSessionCache
 from serve_app.args import AgentServeArgs
+from serve_app.autoscaling import CPU_METRIC, CpuMeter
 from serve_app.health_watch import DependencyWatch
 from serve_app.http.services import CheckResult
 from serve_app.observability.observer import MetricsObserver
@@ -99,6 +100,9 @@ class AgentDeployment:
             await asyncio.wait_for(self._ready(), timeout=30)
         except Exception as exc:
             logger.warning("store not ready at start-up (%s); retrying on first use", type(exc).__name__)
+        # NOTE: made last: the start-up's imports must not read as load (a new replica
+        # reporting a busy core would ask for the next one).
+        self._cpu = CpuMeter()
 
     async def _ready(self) -> None:
         """Apply migrations once per replica; retried on the next call if the database was down."""
@@ -173,6 +177,10 @@ class AgentDeployment:
     async def check_health(self) -> None:
         """Serve's replica health: fails after the store has been unreachable for two minutes."""
         await self.watch.verdict()
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric: the CPU this replica used (serve_app/autoscaling.py)."""
+        return {CPU_METRIC: self._cpu.sample()}
 
     async def _ready_and_ping(self) -> None:
         await self._ready()

@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from serve_app.rollout import DashboardServeCluster, config_from_details
 from serve_app.scripted_llm import ScriptedLLMServer
@@ -30,6 +31,21 @@ def wait_until(cluster: DashboardServeCluster, done: Callable[[int], bool], time
     return count, time.monotonic() - started
 
 
+def autoscale_agent(cluster: DashboardServeCluster, ray_head: RayHead, tmp_path: Path, **autoscaling: Any) -> int:
+    """Rolls the running app out with the Agent autoscaled from one replica; returns its count once idle."""
+    running = config_from_details(cluster.details())
+    assert running is not None
+    config = copy.deepcopy(running)
+    agent = deployments(config)["Agent"]
+    agent.pop("num_replicas", None)
+    agent["autoscaling_config"] = {"min_replicas": 1, "initial_replicas": 1, **autoscaling}
+    r = agentserve("rollout", write(config, tmp_path / "autoscale.yaml"), "--address", ray_head.dashboard,
+                   "--state-dir", str(tmp_path / "state"), "--timeout", "300", "--stable-s", "3")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    idle, _ = wait_until(cluster, lambda n: n == 1, timeout_s=120)
+    return idle
+
+
 def test_agent_scales_out_under_load_and_back_in(
     deployed: str,
     cluster: DashboardServeCluster,
@@ -37,23 +53,9 @@ def test_agent_scales_out_under_load_and_back_in(
     scripted_llm_server: ScriptedLLMServer,
     tmp_path: Path,
 ) -> None:
-    running = config_from_details(cluster.details())
-    assert running is not None
-    config = copy.deepcopy(running)
-    agent = deployments(config)["Agent"]
-    agent.pop("num_replicas", None)
-    agent["autoscaling_config"] = {
-        "min_replicas": 1,
-        "initial_replicas": 1,
-        "max_replicas": 3,
-        "target_ongoing_requests": 2,
-        "upscale_delay_s": 2,
-        "downscale_delay_s": 5,
-    }
-    r = agentserve("rollout", write(config, tmp_path / "autoscale.yaml"), "--address", ray_head.dashboard,
-                   "--state-dir", str(tmp_path / "state"), "--timeout", "300", "--stable-s", "3")  # fmt: skip
-    assert r.returncode == 0
-    idle, _ = wait_until(cluster, lambda n: n == 1, timeout_s=120)
+    idle = autoscale_agent(
+        cluster, ray_head, tmp_path, max_replicas=3, target_ongoing_requests=2, upscale_delay_s=2, downscale_delay_s=5
+    )
 
     cfg = scripted_llm_server.app.state.cfg
     cfg.latency_s = 1.0  # every LLM call takes a second: 12 clients keep ~12 turns in flight
