@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import threading
 from pathlib import Path
@@ -23,8 +24,70 @@ def bundled_model_dir() -> str:
     return str(path)
 
 
+def mean_pooling_max_length(model_path: str) -> int | None:
+    """``max_seq_length`` when the model is a sentence-transformers Transformer → mean Pooling → Normalize.
+
+    That pipeline (all-MiniLM-L6-v2's, and most sentence models') is what
+    ``MeanPoolingEncoder`` computes; for anything else (another pooling, a Dense
+    layer, lower-casing, prompts) this returns None and sentence-transformers runs.
+    """
+    root = Path(model_path)
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds != ["Transformer", "Pooling", "Normalize"] or modules[0].get("path", "") != "":
+            return None
+        pooling = json.loads((root / modules[1]["path"] / "config.json").read_text())
+        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_")}
+        if modes.pop("pooling_mode_mean_tokens", False) is not True or any(modes.values()):
+            return None
+        st_config = json.loads((root / "sentence_bert_config.json").read_text())
+        if st_config.get("do_lower_case") or set(st_config) - {"max_seq_length", "do_lower_case"}:
+            return None
+        extra = root / "config_sentence_transformers.json"
+        if extra.exists() and json.loads(extra.read_text()).get("prompts"):
+            return None
+        return int(st_config["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+class MeanPoolingEncoder:
+    """A mean-pooling sentence model on ``transformers`` alone: the vectors sentence-transformers gives.
+
+    NOTE: importing sentence-transformers loads its training stack too (scikit-learn,
+    SciPy, torch's compiler and distributed packages): ~5 s of the Embedding replica's
+    ~9 s start-up on 2 cores, the last replica `make run` waits for (docs/benchmarks.md,
+    "Seventh session"). tests/unit/test_embedder.py checks both give the same vectors.
+    """
+
+    def __init__(self, model_path: str, max_length: int, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModel.from_pretrained(model_path).to(device).eval()
+        self.max_length = max_length
+        self.device = device
+
+    def encode(self, texts: list[str]) -> Any:
+        """Unit-length vectors, one numpy row per text: ``SentenceTransformer.encode(normalize_embeddings=True)``."""
+        torch = self._torch
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            tokens = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
+
+
 class SentenceTransformerEmbedder:
     """``Embedder`` in this process: normalised 384-d vectors, loaded offline.
+
+    A mean-pooling model (the bundled one) runs on ``transformers`` alone
+    (``MeanPoolingEncoder``); any other sentence-transformers model through the library.
 
     Args:
         model_path: A sentence-transformers model directory; the bundled one by default.
@@ -35,17 +98,28 @@ class SentenceTransformerEmbedder:
         # NOTE: set before importing transformers, or it may try to reach the hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
+        path = model_path or bundled_model_dir()
+        max_length = mean_pooling_max_length(path)
+        self.model: Any
+        if max_length is not None:
+            self.model = MeanPoolingEncoder(path, max_length, device)
+        else:
+            from sentence_transformers import SentenceTransformer
 
-        self.model: Any = SentenceTransformer(model_path or bundled_model_dir(), device=device)
+            self.model = SentenceTransformer(path, device=device)
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         """Encode synchronously (callers run it in a worker thread)."""
+        if not texts:
+            return []
         with self._lock:
-            vectors = self.model.encode(
-                texts, batch_size=max(1, len(texts)), normalize_embeddings=True, convert_to_numpy=True
-            )
+            if isinstance(self.model, MeanPoolingEncoder):
+                vectors = self.model.encode(texts)
+            else:
+                vectors = self.model.encode(
+                    texts, batch_size=max(1, len(texts)), normalize_embeddings=True, convert_to_numpy=True
+                )
         return [v.tolist() for v in vectors]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

@@ -1,0 +1,102 @@
+"""The bundled sentence model without sentence-transformers gives the library's own vectors.
+
+``SentenceTransformerEmbedder`` runs a mean-pooling model on ``transformers`` alone
+(``MeanPoolingEncoder``, a faster replica start); these tests hold it to what
+``SentenceTransformer.encode`` returns for the same model, and check that any other
+pipeline still goes through the library.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory.embedder import (
+    EMBEDDING_DIM,
+    MeanPoolingEncoder,
+    SentenceTransformerEmbedder,
+    bundled_model_dir,
+    mean_pooling_max_length,
+)
+
+TEXTS = [
+    "calc: 17*23",
+    "What did I say about my sister's birthday?",
+    "ünïcödé テスト 🚀",
+    "",
+    # Longer than the model's 256 tokens: both must truncate at the same place.
+    "The quick brown fox jumps over the lazy dog. " * 80,
+]
+
+
+@pytest.fixture(scope="module")
+def library_vectors() -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(bundled_model_dir(), device="cpu")
+    return model.encode(TEXTS, batch_size=len(TEXTS), normalize_embeddings=True, convert_to_numpy=True)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+def test_the_bundled_model_takes_the_transformers_path(embedder: SentenceTransformerEmbedder) -> None:
+    assert mean_pooling_max_length(bundled_model_dir()) == 256
+    assert isinstance(embedder.model, MeanPoolingEncoder)
+
+
+def test_vectors_equal_sentence_transformers(
+    embedder: SentenceTransformerEmbedder, library_vectors: np.ndarray
+) -> None:
+    ours = np.array(embedder.encode(TEXTS))
+    assert ours.shape == (len(TEXTS), EMBEDDING_DIM)
+    np.testing.assert_allclose(ours, library_vectors, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    # One text at a time (no padding) gives the same vectors as the padded batch.
+    alone = np.array([embedder.encode([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(alone, library_vectors, atol=1e-5)
+    assert embedder.encode([]) == []
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), target)
+    return target
+
+
+def test_another_pooling_goes_through_the_library(tmp_path: Path, library_vectors: np.ndarray) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model = _copy_model(tmp_path)
+    pooling = model / "1_Pooling" / "config.json"
+    cfg = json.loads(pooling.read_text())
+    cfg.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(cfg))
+    assert mean_pooling_max_length(str(model)) is None
+    emb = SentenceTransformerEmbedder(str(model))
+    assert isinstance(emb.model, SentenceTransformer)
+    cls_vectors = np.array(emb.encode(TEXTS[:2]))
+    # CLS pooling is honoured: not the mean-pooled vectors.
+    assert not np.allclose(cls_vectors, library_vectors[:2], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: (m / "modules.json").write_text(json.dumps(json.loads((m / "modules.json").read_text())[:2])),
+        lambda m: (m / "sentence_bert_config.json").write_text('{"max_seq_length": 256, "do_lower_case": true}'),
+        lambda m: (m / "config_sentence_transformers.json").write_text('{"prompts": {"query": "query: "}}'),
+        lambda m: (m / "modules.json").unlink(),
+    ],
+    ids=["no-normalize", "lower-case", "prompts", "no-modules-file"],
+)
+def test_pipelines_it_does_not_reproduce_are_recognised(tmp_path: Path, change: object) -> None:
+    model = _copy_model(tmp_path)
+    change(model)  # type: ignore[operator]
+    assert mean_pooling_max_length(str(model)) is None
