@@ -50,28 +50,53 @@ def map_openai_error(exc: Exception) -> LLMError:
     return LLMError("the LLM call failed")
 
 
+POOLS = 8
+"""SDK clients (each with its own connection pool) that one ``OpenAILLMClient`` spreads calls over.
+
+NOTE: httpcore walks every connection of its pool each time a request starts or a
+response closes; with ~1,000 streams open in one Agent replica that walk was ~11% of
+its CPU at the peak (docs/benchmarks.md, "Seventh session"). A call goes to the pool
+with the fewest calls in flight, the first on a tie: one pool, so one kept-alive
+connection, at low concurrency; an eighth of the connections per pool under load.
+"""
+
+
 class OpenAILLMClient:
     """``LLMClient`` for an OpenAI-compatible chat completions endpoint."""
 
-    def __init__(self, endpoint: LLMEndpoint) -> None:
+    def __init__(self, endpoint: LLMEndpoint, pools: int = POOLS) -> None:
         self.endpoint = endpoint
-        self._client = openai.AsyncOpenAI(
-            base_url=endpoint.base_url,
-            api_key=endpoint.api_key.get_secret_value(),
-            timeout=openai.Timeout(endpoint.timeout_s, connect=endpoint.connect_timeout_s),
-            max_retries=endpoint.max_retries,
-        )
+        self._clients = [
+            openai.AsyncOpenAI(
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key.get_secret_value(),
+                timeout=openai.Timeout(endpoint.timeout_s, connect=endpoint.connect_timeout_s),
+                max_retries=endpoint.max_retries,
+            )
+            for _ in range(max(1, pools))
+        ]
+        self._in_flight = [0] * len(self._clients)
 
     @property
     def model(self) -> str:
         return self.endpoint.model
 
+    @property
+    def pool_loads(self) -> list[int]:
+        """Calls in flight on each pool."""
+        return list(self._in_flight)
+
+    def _least_loaded(self) -> int:
+        loads = self._in_flight
+        return loads.index(min(loads))
+
     async def close(self) -> None:
-        await self._client.close()
+        for c in self._clients:
+            await c.close()
 
     async def ping(self) -> None:
         try:
-            await self._client.models.list()
+            await self._clients[0].models.list()
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from None
 
@@ -95,6 +120,8 @@ class OpenAILLMClient:
         calls: dict[int, dict[str, str]] = {}
         usage = Usage()
         finish: str | None = None
+        pool = self._least_loaded()
+        self._in_flight[pool] += 1
         try:
             # NOTE: the SDK sends and retries the request and raises its errors, through its
             # documented raw call (`post(..., cast_to=httpx.Response)`): the body is built here
@@ -102,7 +129,7 @@ class OpenAILLMClient:
             # replica's CPU at c=1) is skipped, and the chunks are read as JSON instead of its
             # pydantic models (~25% of the Agent's CPU per token at 1,000 streams);
             # docs/benchmarks.md.
-            response = await self._client.post(
+            response = await self._clients[pool].post(
                 "/chat/completions", cast_to=httpx.Response, body=kwargs, stream=True, stream_cls=None
             )
             async with aclosing(response):  # its connection goes back to the pool however reading ends
@@ -140,6 +167,8 @@ class OpenAILLMClient:
             if type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
                 raise LLMUnavailableError("the LLM stream broke off") from None
             raise
+        finally:
+            self._in_flight[pool] -= 1
 
         tool_calls = [
             ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"] or "{}")

@@ -8,7 +8,7 @@ import pytest
 
 from agent.dto import Message, Role, ToolSpec
 from agent.errors import LLMError, LLMTimeoutError, LLMUnavailableError
-from agent.llm import LLMEndpoint, OpenAILLMClient
+from agent.llm import POOLS, LLMEndpoint, OpenAILLMClient
 from agent.ports import LLMParams, LLMResult, LLMTextDelta
 from serve_app.scripted_llm import ScriptedLLMServer
 
@@ -121,4 +121,41 @@ async def test_streamed_calls_reuse_one_kept_alive_connection(scripted_llm: Scri
         assert isinstance(result, LLMResult)
     ports = [r["client_port"] for r in scripted_llm.app.state.requests]
     assert len(ports) == 3 and len(set(ports)) == 1, ports
+    await c.close()
+
+
+async def test_concurrent_streams_spread_over_the_pools(scripted_llm: ScriptedLLMServer) -> None:
+    """Calls in flight go to the least-loaded pool; each pool holds its share, and all are released."""
+    import asyncio
+
+    c = client(scripted_llm)
+    assert c.pool_loads == [0] * POOLS
+    started = asyncio.Semaphore(0)
+    release = asyncio.Event()
+
+    async def one_stream() -> str:
+        msgs = [Message(role=Role.USER, content="slow: 3")]
+        parts: list[str] = []
+        async for item in c.stream_chat(msgs, [], LLMParams()):
+            if isinstance(item, LLMTextDelta):
+                if not parts:
+                    started.release()
+                    await release.wait()
+                parts.append(item.text)
+        return "".join(parts)
+
+    tasks = [asyncio.create_task(one_stream()) for _ in range(2 * POOLS)]
+    for _ in tasks:
+        await asyncio.wait_for(started.acquire(), timeout=10)
+    assert c.pool_loads == [2] * POOLS
+    release.set()
+    texts = await asyncio.gather(*tasks)
+    assert all(t.split() == ["t0", "t1", "t2"] for t in texts), texts
+    assert c.pool_loads == [0] * POOLS
+    # An abandoned stream gives its pool back too.
+    gen = c.stream_chat([Message(role=Role.USER, content="slow: 3")], [], LLMParams())
+    await anext(gen)
+    assert sum(c.pool_loads) == 1
+    await gen.aclose()
+    assert c.pool_loads == [0] * POOLS
     await c.close()
