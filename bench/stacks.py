@@ -131,10 +131,7 @@ class Stacks:
     def __enter__(self) -> Stacks:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         RESULTS.mkdir(exist_ok=True)
-        # NOTE: Ctrl-C (also when started in the background, where SIGINT is ignored) and
-        # SIGTERM become exceptions, so __exit__ still stops everything.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        _trap_signals()
         for name in STORE_SETTINGS:
             os.environ.pop(name, None)
         return self
@@ -213,6 +210,9 @@ class Stacks:
                 }
             },
         )
+        # NOTE: ray.init installs Ray's own SIGTERM handler, which ends the process at once
+        # (the scripted LLM and the baseline were left running): ours again.
+        _trap_signals()
         self.results.setdefault("startup", {})["ray_init_s"] = round(time.monotonic() - t0, 1)
 
     def serve_app(self, llm_url: str, agent: dict[str, Any], options: dict[str, dict[str, Any]] | None = None) -> str:
@@ -253,6 +253,13 @@ class Stacks:
         if self.results["code"] != self.results["code_at_end"]:
             print(f"WARNING: the code changed during the run: {self.results['code']} -> {self.results['code_at_end']}")
         return out
+
+
+def _trap_signals() -> None:
+    """Ctrl-C (also when started in the background, where SIGINT is ignored) and SIGTERM
+    become exceptions, so ``Stacks.__exit__`` still stops everything."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
