@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports
 
 # One command per goal of docs/benchmarks.md, each measuring Serve and the baseline in
-# the same run (~13 min in all). On a shared machine add NICENESS=0 (see bench/README.md).
+# the same run (~14 min in all). On a shared machine add NICENESS=0 (see bench/README.md).
 NICENESS ?= 15
 bench: $(STAMP)
 	$(BIN)/python -m bench.overhead --niceness $(NICENESS)
