@@ -86,14 +86,12 @@ class CpuOrRequestsPolicy:
 
     def desired(self, ctx: _Context) -> tuple[float, dict[str, float]]:
         """The replicas each signal asks for (before Serve's bounds and delays), and both signals."""
-        running = ctx.current_num_replicas
         by_requests = ctx.total_num_requests / ctx.config.get_target_ongoing_requests()
-        per_replica = dict((ctx.aggregated_metrics or {}).get(CPU_METRIC) or {})
-        cpu = sum(per_replica.values())
-        # A replica that has not reported yet (just started) is taken to use what the
-        # others use on average: its arrival must not read as the load halving.
-        if per_replica and len(per_replica) < running:
-            cpu = cpu / len(per_replica) * running
+        # NOTE: the CPU the replicas reported, summed: a replica that has not reported yet
+        # (just started) adds nothing. Counting it as the others' average would read its
+        # arrival as more load (one replica at 0.9 cores and a new one would "need" 2.4)
+        # and ask for the next replica before the load was even split.
+        cpu = sum(((ctx.aggregated_metrics or {}).get(CPU_METRIC) or {}).values())
         by_cpu = cpu / self.target_cpu_per_replica
         return max(by_requests, by_cpu), {"by_requests": by_requests, "by_cpu": by_cpu, "cpu_cores": cpu}
 

@@ -91,12 +91,13 @@ def test_requests_beyond_the_target_scale_out_whatever_the_cpu() -> None:
     assert decide(policy, context(1, 10, None)) == 1
 
 
-def test_a_replica_that_has_not_reported_counts_as_the_average() -> None:
-    """A new replica's arrival must not read as the load halving (and scale straight back in)."""
-    policy = CpuOrRequestsPolicy(target_cpu_per_replica=0.5)
-    wanted, signals = policy.desired(context(2, 0, {"r1": 0.6}))
-    assert signals["cpu_cores"] == pytest.approx(1.2)
-    assert math.ceil(wanted) == 3
+def test_a_new_replica_that_has_not_reported_does_not_read_as_more_load() -> None:
+    """One replica at 0.9 cores asked for a second; until it reports, still 2 (not 3)."""
+    policy = CpuOrRequestsPolicy(target_cpu_per_replica=0.75)
+    wanted, signals = policy.desired(context(2, 8, {"r1": 0.9}))
+    assert signals["cpu_cores"] == pytest.approx(0.9)
+    assert math.ceil(wanted) == 2
+    assert decide(policy, context(2, 8, {"r1": 0.9}, max_replicas=8)) == 2
 
 
 def test_idle_replicas_scale_in() -> None:
