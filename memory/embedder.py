@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,17 @@ class SentenceTransformerEmbedder:
         path = model_path or bundled_model_dir()
         max_length = mean_pooling_max_length(path)
         self.model: Any
+        self._encode: Callable[[list[str]], Any]
         if max_length is not None:
             self.model = MeanPoolingEncoder(path, max_length, device)
+            self._encode = self.model.encode
         else:
             from sentence_transformers import SentenceTransformer
 
-            self.model = SentenceTransformer(path, device=device)
+            self.model = model = SentenceTransformer(path, device=device)
+            self._encode = lambda texts: model.encode(
+                texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True
+            )
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> list[list[float]]:
@@ -114,12 +120,7 @@ class SentenceTransformerEmbedder:
         if not texts:
             return []
         with self._lock:
-            if isinstance(self.model, MeanPoolingEncoder):
-                vectors = self.model.encode(texts)
-            else:
-                vectors = self.model.encode(
-                    texts, batch_size=max(1, len(texts)), normalize_embeddings=True, convert_to_numpy=True
-                )
+            vectors = self._encode(texts)
         return [v.tolist() for v in vectors]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

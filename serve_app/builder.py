@@ -41,7 +41,8 @@ def _autoscaling(min_r: int, max_r: int, target: float) -> dict[str, Any]:
 # A deployment's env_vars are merged with the app's runtime_env, so configs keep both.
 EMBEDDING_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
 
-# The Agent scales on CPU as well as on requests: its turns mostly wait on the LLM.
+# The Agent scales on CPU as well as on requests (its turns mostly wait on the LLM):
+# replicas for 32 turns each or 0.75 of a core each, whichever asks for more.
 AGENT_POLICY = {
     "policy_function": "serve_app.autoscaling:CpuOrRequestsPolicy",
     "policy_kwargs": {"target_cpu_per_replica": 0.75},
@@ -59,7 +60,6 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "Agent": {
         "max_ongoing_requests": 128,
-        # Replicas for 32 turns each or 0.75 of a core each, whichever asks for more.
         "autoscaling_config": {**_autoscaling(1, 4, 32), "policy": AGENT_POLICY},
         "ray_actor_options": {"num_cpus": 0.25},
         "graceful_shutdown_timeout_s": 60,
