@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 
 from serve_app.autoscaling import CPU_METRIC
-from serve_app.builder import AGENT_POLICY
 from serve_app.rollout import DashboardServeCluster
 from tests.cluster.ray_head import RayHead
 from tests.cluster.test_d_autoscaling import autoscale_agent, wait_until
@@ -38,7 +37,13 @@ def policy_lines(ray_head: RayHead) -> list[tuple[int, float, float]]:
 def test_agent_scales_out_on_cpu_with_few_requests(
     deployed: str, cluster: DashboardServeCluster, ray_head: RayHead, tmp_path: Path
 ) -> None:
-    policy = {**AGENT_POLICY, "policy_kwargs": {"target_cpu_per_replica": 0.25}}
+    # NOTE: spelled out, not serve_app.builder's AGENT_POLICY: importing the builder
+    # imports Ray at collection, before DashboardServeCluster turns token auth on, and
+    # Ray's client then sends no token (every cluster test failed at setup).
+    policy = {
+        "policy_function": "serve_app.autoscaling:CpuOrRequestsPolicy",
+        "policy_kwargs": {"target_cpu_per_replica": 0.25},
+    }
     # The request target is out of reach: only the CPU the replica reports can scale it.
     idle = autoscale_agent(
         cluster, ray_head, tmp_path, max_replicas=2, target_ongoing_requests=1000, look_back_period_s=12,
