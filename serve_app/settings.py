@@ -77,12 +77,17 @@ class ProcessSettings(BaseSettings):
 
     # The collector's thresholds (gen0 allocations, then counts of gen0 and gen1 passes);
     # JSON in the environment: GC_THRESHOLDS='[700, 10, 10]' restores Python's own.
-    # NOTE: with Python's, a full pass runs whenever the objects that survived grew by a
-    # quarter. A replica holding 1,000 open streams holds ~500k objects, and each full
-    # pass stopped its loop for 150-360 ms, every 4-5 s during the ramp: that was goal 3's
-    # TTFT tail (docs/benchmarks.md). In its throughput-optimised mode (`agentserve run`)
-    # Ray Serve also freezes the start-up objects, so full passes skip them.
-    gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = (10_000, 10, 100)
+    # NOTE: every pass stops the replica's loop, so every open stream, for as long as it
+    # takes, and a pass takes as long as the generations it walks are big. Python's young
+    # generations (700, 10) keep those passes to a few ms; its full passes (after 10 young
+    # gen1 passes, once the survivors grew by a quarter) walk everything: a replica holding
+    # 1,000 open streams holds ~500k objects, and each full pass stopped it for 150-360 ms,
+    # every 4-5 s of the ramp. So: Python's young generations, a full pass 100 times rarer.
+    # Young generations of 10,000 (the earlier default) made gen1 passes of 50-80 ms at that
+    # load: goal 3's TTFT tail, +64 to +78 ms against +21 ms (docs/benchmarks.md, "Eighth
+    # session"). In its throughput-optimised mode (`agentserve run`) Ray Serve also freezes
+    # the start-up objects, so full passes skip them.
+    gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = (700, 10, 1000)
 
     def apply(self) -> None:
         gc.set_threshold(*self.gc_thresholds)

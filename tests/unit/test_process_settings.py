@@ -23,9 +23,11 @@ def python_thresholds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     gc.set_threshold(*saved)
 
 
-def test_the_default_makes_full_passes_rare() -> None:
+def test_the_default_keeps_young_passes_short_and_full_passes_rare() -> None:
     ProcessSettings(_env_file=None).apply()
-    assert gc.get_threshold() == (10_000, 10, 100)
+    young, middle, full = gc.get_threshold()
+    assert (young, middle) == (700, 10)  # Python's own young generations: passes of a few ms
+    assert full == 1000  # a full pass 100 times rarer than Python's (10)
 
 
 def test_the_environment_sets_them(monkeypatch: pytest.MonkeyPatch) -> None:
