@@ -77,16 +77,13 @@ class ProcessSettings(BaseSettings):
 
     # The collector's thresholds (gen0 allocations, then counts of gen0 and gen1 passes);
     # JSON in the environment: GC_THRESHOLDS='[700, 10, 10]' restores Python's own.
-    # NOTE: every pass stops the replica's loop, so every open stream, for as long as it
-    # takes, and a pass takes as long as the generations it walks are big. Python's young
-    # generations (700, 10) keep those passes to a few ms; its full passes (after 10 gen1
-    # passes, once the survivors grew by a quarter) walk everything: a replica holding
-    # 1,000 open streams holds ~500k objects, and each full pass stopped it for 150-360 ms,
-    # every 4-5 s of the ramp. So: Python's young generations, a full pass 100 times rarer.
-    # Young generations of 10,000 (the earlier default) made gen1 passes of 50-80 ms at that
-    # load: goal 3's TTFT tail, +78 ms against +21 ms in back-to-back runs (docs/benchmarks.md,
-    # "Eighth session"). In its throughput-optimised mode (`agentserve run`) Ray Serve also freezes
-    # the start-up objects, so full passes skip them.
+    # NOTE: a pass stops the replica's loop (every open stream) for as long as the
+    # generations it walks are big. A replica holding 1,000 open streams holds ~500k
+    # objects: with Python's full passes (after 10 gen1 passes) it stopped for 150-360 ms
+    # every 4-5 s; with young generations of 10,000, each gen1 pass took 50-80 ms. So
+    # Python's young generations (passes of a few ms) and full passes 100 times rarer
+    # (docs/benchmarks.md, "Eighth session"). Ray Serve's throughput-optimised mode
+    # (`agentserve run`) also freezes the start-up objects, so full passes skip them.
     gc_thresholds: tuple[PositiveInt, PositiveInt, PositiveInt] = (700, 10, 1000)
 
     def apply(self) -> None:

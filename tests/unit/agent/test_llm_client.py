@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -126,8 +127,6 @@ async def test_streamed_calls_reuse_one_kept_alive_connection(scripted_llm: Scri
 
 async def test_concurrent_streams_spread_over_the_pools(scripted_llm: ScriptedLLMServer) -> None:
     """Calls in flight go to the least-loaded pool; each pool holds its share, and all are released."""
-    import asyncio
-
     c = client(scripted_llm)
     assert c.pool_loads == [0] * POOLS
     started = asyncio.Semaphore(0)
