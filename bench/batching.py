@@ -6,7 +6,7 @@ torch threads as a replica gets (Ray gives a fractional-CPU actor
 ``OMP_NUM_THREADS=1``). Then the Embedding deployment, alone in a local Ray
 cluster, is driven by 64 asyncio tasks in this process, each sending one text
 per ``embed`` call through a handle: once with dynamic batching as configured
-(``@serve.batch``, up to 64), once with batches of 1. The driver's own ceiling
+(``@serve.batch``, up to ``EmbeddingArgs.max_batch_size``: 32), once with batches of 1. The driver's own ceiling
 is the same 64 tasks calling a no-op method. Goals: batched ≥ 0.8 x the raw
 model's batches of 64, and ≥ 3 x unbatched. ::
 
@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from bench.stacks import RAY_WORKER_NICENESS, Stacks, ratio, verdict
+from serve_app.args import EmbeddingArgs
 
 TEXTS = [f"message {i}: what is the weather like in city number {i} this week?" for i in range(64)]
 
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the raw model (a replica's: 1)")
     parser.add_argument("--wait-ms", type=float, default=5, help="batch_wait_timeout_s of the batched deployment, ms")
+    parser.add_argument(
+        "--max-batch", type=int, default=None, help="max_batch_size of the batched deployment (default: as configured)"
+    )
     parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--niceness", type=int, default=RAY_WORKER_NICENESS, help="of Ray's workers and the raw model")
     a = parser.parse_args()
@@ -131,20 +135,22 @@ def main() -> None:
         print("raw model in this process ...", flush=True)
         raw = RawModel(a.threads, a.niceness)
         st.ray(a.serve_env)
+        max_batch = a.max_batch or EmbeddingArgs().max_batch_size
         handles = {
-            "batched": deploy("embedding-batched", 64, a.wait_ms / 1000),
+            "batched": deploy("embedding-batched", max_batch, a.wait_ms / 1000),
             "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000),
         }
         # NOTE: the loop stays open until Serve shuts down: the handles' routers live on it.
         loop = asyncio.new_event_loop()
         result = loop.run_until_complete(measure(a, raw, handles))
-        st.results.update({**result, "threads": a.threads, "concurrency": a.concurrency})
+        st.results.update({**result, "threads": a.threads, "concurrency": a.concurrency, "max_batch": max_batch})
         out = st.write()
 
     rate = {k: round(statistics.median(x["per_s"] for x in v), 1) for k, v in result["rounds"].items()}
     p = {k: result["rounds"][k][-1] for k in ("batched", "unbatched")}
     print(f"\n{'what (median of rounds)':<40} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
     print(f"{'raw model, batches of 64':<40} {rate['raw64']:>8}")
+    print(f"(the batched deployment: max_batch_size {max_batch}, batch_wait_timeout_s {a.wait_ms / 1000})")
     print(f"{'raw model, one text at a time':<40} {rate['raw1']:>8}")
     for name in ("batched", "unbatched"):
         label = f"deployment, {name} ({a.concurrency} clients)"

@@ -33,7 +33,7 @@ class EmbeddingDeployment:
         self._embed_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self._in_flight = 0  # embed() calls this replica is answering now
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         # NOTE: the model runs on the user-code loop, on purpose. In a worker thread of
         # that loop it held the GIL so much that the loop took requests in slowly: batches

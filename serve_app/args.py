@@ -40,7 +40,12 @@ class EmbeddingArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None
-    max_batch_size: int = Field(default=64, ge=1, le=1024)
+    # NOTE: 32, not more: on CPU the model's throughput is flat from batches of ~16-32 up
+    # (1 and 2 torch threads here), while a bigger batch makes every call in it wait
+    # longer, and with as many callers as the batch holds the model idles while one
+    # batch's replies go out and the next batch's calls come in (docs/benchmarks.md,
+    # "Ninth session"). A GPU replica wants bigger batches: set it in the config.
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
 
 
