@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,12 @@ def test_every_embedding_replica_runs_its_model_off_the_main_loop(path: Path) ->
     # As Serve merges them: the app's env_vars stay, the deployment's are added.
     merged = override_runtime_envs_except_env_vars(app.get("runtime_env", {}), emb["ray_actor_options"]["runtime_env"])
     assert merged["env_vars"].items() >= {**app.get("runtime_env", {}).get("env_vars", {}), **EMBEDDING_ENV}.items()
+
+
+def test_importing_the_cli_leaves_ray_unimported() -> None:
+    # `agentserve run` puts Serve's switches in the environment before it imports Ray. Serve
+    # reads them once, on import, and a handle made afterwards carries its transport into
+    # the replicas it is passed to: had the CLI imported Serve first, every hop of the app
+    # would go over Ray's actor calls, ~2x a gRPC hop here (bench/hop.py, docs/benchmarks.md).
+    code = "import sys, serve_app.cli; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
