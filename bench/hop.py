@@ -10,7 +10,7 @@ carrying the same pickled DTOs (a ``ToolInvocation`` in, a ``ToolResult`` out).
   callee replica that only answers, back to back (the Serve switches of
   ``agentserve run``, ``configs/local.yaml``'s logging, one replica each).
 - **tool**: the same caller, calling the ToolExecutor deployment as the app
-  configures it (its registry; the calculator is not run, the call is the hop).
+  configures it (its registry runs the calculator: ~0.15 ms of the call).
 - **grpc**: a client process awaits a unary call on a server process.
 
 Rounds alternate. ``serve - grpc`` is what Serve's Python adds around the

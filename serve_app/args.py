@@ -40,8 +40,8 @@ class EmbeddingArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None
-    # NOTE: 32, not more: on CPU the model's throughput is flat from batches of ~16-32 up
-    # (1 and 2 torch threads here), while a bigger batch makes every call in it wait
+    # NOTE: 32, not more: on CPU the model encodes as many texts/s in batches of 32 as of
+    # 64 (1 and 2 torch threads here), while a bigger batch makes every call in it wait
     # longer, and with as many callers as the batch holds the model idles while one
     # batch's replies go out and the next batch's calls come in (docs/benchmarks.md,
     # "Ninth session"). A GPU replica wants bigger batches: set it in the config.
