@@ -8,7 +8,9 @@ and stops it with Ctrl-C (SIGINT) as a user would. "Models excluded" leaves
 out the LocalLLM replica and the Embedding replica's model (its PSS above the
 ToolExecutor replica's, which runs the same Ray worker without torch).
 Goals: ready ≤ 20 s; the app at one replica each ≤ 1.5 GB PSS, models excluded.
-The single-process baseline's PSS (with its in-process model) is measured too. ::
+The single-process baseline's PSS (with its in-process model) is measured too,
+and each stack's CPU while idle (``--idle-s``, after its first requests: what
+it costs a machine to keep it up, by role). ::
 
     python -m bench.startup                          # ~1.5 min
     python -m bench.startup --run-arg=--dashboard    # with Ray's dashboard, as before
@@ -54,7 +56,16 @@ def pss_by_role(root: int, roles: dict[int, str] | None = None) -> dict[str, flo
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
-def run_once(port: int, timeout_s: float, extra: list[str]) -> dict[str, Any]:
+def idle_cpu(pids: list[int], roles: dict[int, str], seconds: float) -> dict[str, float]:
+    """Percent of one core each role used over ``seconds`` with no request."""
+    before = procs.snapshot(pids)
+    time.sleep(seconds)
+    after = procs.snapshot(pids)
+    wall = after.wall_s - before.wall_s
+    return {k: round(v / wall * 100, 2) for k, v in procs.cpu_by_role(before, after, roles).items() if v > 0}
+
+
+def run_once(port: int, timeout_s: float, extra: list[str], idle_s: float) -> dict[str, Any]:
     env = {**os.environ, "METRICS_PORT": str(free_port())}
     env.pop("LLM_BASE_URL", None)
     cmd = [os.path.join(os.path.dirname(sys.executable), "agentserve"), "run", f"--port={port}", *extra]
@@ -81,7 +92,9 @@ def run_once(port: int, timeout_s: float, extra: list[str]) -> dict[str, Any]:
         if ready_s is None:
             raise RuntimeError(f"agentserve run was not ready within {timeout_s:g} s (exit {proc.poll()})")
         time.sleep(5)  # let replicas settle after their first requests
-        pss = pss_by_role(proc.pid, {proc.pid: "agentserve run (Ray driver)"})
+        roles = {proc.pid: "agentserve run (Ray driver)"}
+        pss = pss_by_role(proc.pid, roles)
+        idle = idle_cpu([proc.pid, *procs.descendants(proc.pid)], roles, idle_s)
     finally:
         stopping = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -100,6 +113,7 @@ def run_once(port: int, timeout_s: float, extra: list[str]) -> dict[str, Any]:
         "pss_total_mb": round(total, 1),
         "pss_models_mb": round(model, 1),
         "pss_without_models_mb": round(total - model, 1),
+        "idle_cpu_pct": idle,
         # When each step of `agentserve run` printed its line (s after launch).
         "phases": {text[:60]: t for t, text in lines if text.startswith(STEPS)},
         "stop_s": round(time.monotonic() - stopping, 1),
@@ -110,13 +124,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=180)
+    parser.add_argument("--idle-s", type=float, default=10, help="how long each stack's idle CPU is measured")
     parser.add_argument("--run-arg", action="append", default=[],
                         help="an extra argument for `agentserve run` (e.g. --run-arg=--dashboard)")  # fmt: skip
     a = parser.parse_args()
     with Stacks("startup") as st:
         runs = []
         for i in range(a.runs):
-            r = run_once(free_port(), a.timeout_s, a.run_arg)
+            r = run_once(free_port(), a.timeout_s, a.run_arg, a.idle_s)
             runs.append(r)
             print(f"run {i + 1}: ready in {r['ready_s']} s ({r['phases']}); PSS {r['pss_total_mb']:.0f} MB, "
                   f"{r['pss_without_models_mb']:.0f} MB without models", flush=True)  # fmt: skip
@@ -125,6 +140,7 @@ def main() -> None:
         httpx.post(f"{base}/api/chat", json={"message": "calc: 1+1"}, timeout=60)
         baseline_pid = next(p for p, r in st.roles.items() if r == "baseline uvicorn")
         st.results["baseline_pss_mb"] = round(pss_mb(baseline_pid), 1)
+        st.results["baseline_idle_cpu_pct"] = idle_cpu([baseline_pid], st.roles, a.idle_s)
         st.results["runs"] = runs
         out = st.write()
 
@@ -135,6 +151,11 @@ def main() -> None:
     print(f"  {'total':<40} {last['pss_total_mb']:>8.1f}")
     print(f"  {'models (LocalLLM, Embedding model)':<40} {last['pss_models_mb']:>8.1f}")
     print(f"baseline process (with its sentence model): {st.results['baseline_pss_mb']} MB")
+    print(f"\nCPU while idle ({a.idle_s:g} s, % of one core, last run):")
+    for name, pct in last["idle_cpu_pct"].items():
+        print(f"  {name:<40} {pct:>8.2f}")
+    print(f"  {'total':<40} {sum(last['idle_cpu_pct'].values()):>8.2f}")
+    print(f"baseline process: {sum(st.results['baseline_idle_cpu_pct'].values()):.2f} % of one core")
     ready = max(r["ready_s"] for r in runs)
     size = max(r["pss_without_models_mb"] for r in runs)
     print(f"goal 5: ready in {ready} s (goal ≤ {READY_GOAL_S:g}): {verdict(ready <= READY_GOAL_S)}")
