@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from agent.dto import ToolInvocation, ToolResult
+from bench.sse_driver import percentiles
 from bench.stacks import LOCAL_CONFIG, RAY_WORKER_NICENESS, Stacks, free_port, ratio
 from serve_app.config_file import load_serve_config
 
@@ -46,16 +47,6 @@ WARMUP_CALLS = 50
 
 def _answer(invocation: ToolInvocation) -> ToolResult:
     return ToolResult(call_id=invocation.call_id, name=invocation.name, content="391")
-
-
-def _percentiles(latencies_s: list[float]) -> dict[str, float]:
-    xs = sorted(latencies_s)
-    return {
-        "calls": len(xs),
-        "p50_ms": round(xs[len(xs) // 2] * 1000, 3),
-        "p90_ms": round(xs[int(len(xs) * 0.9)] * 1000, 3),
-        "p99_ms": round(xs[int(len(xs) * 0.99)] * 1000, 3),
-    }
 
 
 async def _timed_calls(call: Any, calls: int, gap_s: float) -> list[float]:
@@ -198,13 +189,10 @@ def main() -> None:
                     latencies = _grpc_round(port, a)
                 else:
                     latencies = loop.run_until_complete(_serve_round(callers[name], a.calls, a.gap_ms / 1000))
-                res = _percentiles(latencies)
+                res = {"calls": len(latencies), **percentiles([x * 1000 for x in latencies])}  # ms
                 rounds[name].append(res)
                 print(f"  round {r + 1} {name:<6} {res}", flush=True)
-        med = {
-            k: {p: round(statistics.median(x[p] for x in v), 3) for p in ("p50_ms", "p99_ms")}
-            for k, v in rounds.items()
-        }
+        med = {k: {p: round(statistics.median(x[p] for x in v), 3) for p in ("p50", "p99")} for k, v in rounds.items()}
         st.results.update({"rounds": rounds, "median": med, "calls": a.calls, "gap_ms": a.gap_ms})
         out_path = st.write()
 
@@ -216,9 +204,9 @@ def main() -> None:
     title = f"one hop, c=1, {a.gap_ms:g} ms idle before each (median of rounds)"
     print(f"\n{title:<56} {'p50 ms':>7} {'p99 ms':>7}")
     for name, label in labels.items():
-        print(f"{label:<56} {med[name]['p50_ms']:>7} {med[name]['p99_ms']:>7}")
-    diff = round(med["serve"]["p50_ms"] - med["grpc"]["p50_ms"], 3)
-    print(f"Serve / gRPC p50 = {ratio(med['serve']['p50_ms'], med['grpc']['p50_ms'])}x (+{diff} ms per hop)")
+        print(f"{label:<56} {med[name]['p50']:>7} {med[name]['p99']:>7}")
+    diff = round(med["serve"]["p50"] - med["grpc"]["p50"], 3)
+    print(f"Serve / gRPC p50 = {ratio(med['serve']['p50'], med['grpc']['p50'])}x (+{diff} ms per hop)")
     print(f"wrote {out_path}")
 
 

@@ -12,6 +12,8 @@ from memory.embedder import SentenceTransformerEmbedder
 from serve_app.args import EmbeddingArgs
 from serve_app.observability import get_metrics
 
+_DEFAULTS = EmbeddingArgs()  # the decorator's values; __init__ sets the configured ones
+
 
 class Encoder(Protocol):
     def encode(self, texts: list[str]) -> list[list[float]]: ...
@@ -33,7 +35,7 @@ class EmbeddingDeployment:
         self._embed_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self._in_flight = 0  # embed() calls this replica is answering now
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=_DEFAULTS.max_batch_size, batch_wait_timeout_s=_DEFAULTS.batch_wait_timeout_s)
     async def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         # NOTE: the model runs on the user-code loop, on purpose. In a worker thread of
         # that loop it held the GIL so much that the loop took requests in slowly: batches
