@@ -6,7 +6,7 @@ torch threads as a replica gets (Ray gives a fractional-CPU actor
 ``OMP_NUM_THREADS=1``). Then the Embedding deployment, alone in a local Ray
 cluster, is driven by 64 asyncio tasks in this process, each sending one text
 per ``embed`` call through a handle: once with dynamic batching as configured
-(``@serve.batch``, up to ``EmbeddingArgs.max_batch_size``: 32), once with
+(``deployments.batcher``, up to ``EmbeddingArgs.max_batch_size``: 32), once with
 batches of 1. The driver's own ceiling is the same 64 tasks calling a no-op method. Goals: batched ≥ 0.8 x the raw
 model's batches of 64, and ≥ 3 x unbatched. ::
 

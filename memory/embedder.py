@@ -6,15 +6,12 @@ import asyncio
 import importlib.util
 import json
 import os
-import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 EMBEDDING_DIM = 384
-
-log = logging.getLogger(__name__)
 
 
 def bundled_model_dir() -> str:
@@ -63,20 +60,9 @@ class MeanPoolingEncoder:
     SciPy, torch's compiler and distributed packages): ~5 s of the Embedding replica's
     ~9 s start-up on 2 cores, the last replica `make run` waits for (docs/benchmarks.md,
     "Seventh session"). tests/unit/test_embedder.py checks both give the same vectors.
-
-    The forward pass and the pooling run as one frozen TorchScript graph (``traced``),
-    traced once at start (~0.3 s). NOTE: eager torch takes the GIL back between every
-    one of the model's ~150 operators, so any other Python thread of the process (the
-    Embedding replica's gRPC loop answering 64 callers) makes each operator wait for the
-    GIL: with one busy Python thread beside it, the eager model encoded 31 texts/s and
-    the graph 157-176 (docs/benchmarks.md, "Tenth session"). The graph runs without the
-    GIL. It is checked against the eager model at start and dropped, with a warning,
-    where the two disagree.
     """
 
-    PROBES = ("", "calc: 17*23", "a longer probe: " + "the graph must give eager's vectors, padded or not. " * 3)
-
-    def __init__(self, model_path: str, max_length: int, device: str = "cpu", trace: bool = True) -> None:
+    def __init__(self, model_path: str, max_length: int, device: str = "cpu") -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -85,72 +71,17 @@ class MeanPoolingEncoder:
         self.model = AutoModel.from_pretrained(model_path).to(device).eval()
         self.max_length = max_length
         self.device = device
-        self.traced: Any = None
-        if trace:
-            self.traced = self._trace()
 
-    def _inputs(self, texts: list[str]) -> dict[str, Any]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in batch.items()}
-
-    def _eager(self, batch: dict[str, Any]) -> Any:
+    def encode(self, texts: list[str]) -> Any:
+        """Unit-length vectors, one numpy row per text: ``SentenceTransformer.encode(normalize_embeddings=True)``."""
         torch = self._torch
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         with torch.inference_mode():
             tokens = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
-
-    def _trace(self) -> Any:
-        """The frozen graph, or None where tracing fails or its vectors differ from eager's."""
-        import warnings
-
-        import numpy as np
-
-        torch = self._torch
-        # A padded batch, so the graph keeps the attention mask's path.
-        example = self._inputs(list(self.PROBES))
-        names = tuple(example)
-        if "attention_mask" not in names:
-            return None
-        encoder = self
-
-        class MeanPooled(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = encoder.model
-
-            def forward(self, *inputs: Any) -> Any:
-                batch = dict(zip(names, inputs, strict=True))
-                tokens = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, p=2, dim=1)
-
-        try:
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")  # TracerWarnings about branches the probes fix
-                traced = torch.jit.freeze(torch.jit.trace(MeanPooled().eval(), tuple(example.values()), check_trace=False))
-            checks = [list(self.PROBES), [self.PROBES[2]]]  # padded, and not
-            same = all(
-                np.allclose(self._run(traced, self._inputs(t)), self._eager(self._inputs(t)), atol=1e-5) for t in checks
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the eager model, which works
-            log.warning("embedding model: not traced (%s: %s); running it eagerly", type(exc).__name__, exc)
-            return None
-        if not same:
-            log.warning("embedding model: the traced graph's vectors differ from the eager model's; running it eagerly")
-            return None
-        return traced
-
-    def _run(self, graph: Any, batch: dict[str, Any]) -> Any:
-        with self._torch.inference_mode():
-            return graph(*batch.values()).cpu().numpy()
-
-    def encode(self, texts: list[str]) -> Any:
-        """Unit-length vectors, one numpy row per text: ``SentenceTransformer.encode(normalize_embeddings=True)``."""
-        batch = self._inputs(texts)
-        return self._run(self.traced, batch) if self.traced is not None else self._eager(batch)
 
 
 class SentenceTransformerEmbedder:

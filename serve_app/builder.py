@@ -31,13 +31,16 @@ def _autoscaling(min_r: int, max_r: int, target: float) -> dict[str, Any]:
     }
 
 
-# NOTE: the model encodes on the replica's user-code loop, blocking it for a whole
-# batch. Serve's throughput-optimised mode (serve_app/cli.py) runs user code on the
+# NOTE: measured when the model encoded each batch on the replica's user-code loop,
+# blocking it. Serve's throughput-optimised mode (serve_app/cli.py) runs user code on the
 # replica's main loop, where the gRPC server also takes requests in and sends replies:
-# blocked there, requests reach the batch queue late and in clumps, and batches stay
-# small. On its own thread (Serve's default outside that mode) the main loop keeps
-# taking requests in while a batch encodes: under 64 one-text clients 130-145 →
+# blocked there, requests reached the batch queue late and in clumps, and batches stayed
+# small. On its own thread (Serve's default outside that mode) the main loop kept
+# taking requests in while a batch encoded: under 64 one-text clients 130-145 →
 # 188-195 texts/s, and a lone call 16.3-16.9 → 15.5-15.9 ms (docs/benchmarks.md).
+# Batches now encode in a worker thread (deployments/batcher.py) and only a call alone
+# on the replica encodes on this loop; one run with user code on the main loop was no
+# different within the noise ("Tenth session"), so this stays as measured.
 # A deployment's env_vars are merged with the app's runtime_env, so configs keep both.
 EMBEDDING_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
 

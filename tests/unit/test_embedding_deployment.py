@@ -1,6 +1,6 @@
 """EmbeddingDeployment: a call alone is encoded at once, overlapping calls share one batch.
 
-The deployment class runs here without Ray (``@serve.batch`` is plain asyncio); the
+The deployment class runs here without Ray (its batcher is plain asyncio); the
 encoder records what it was asked to encode, so each test sees which path a call took.
 The Serve tier runs the same class in a replica (tests/serve/test_handles.py).
 """
@@ -10,14 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from deployments.embedding import EmbeddingDeployment
 from tests.support.fake_embedder import HashingEmbedder
-
-# NOTE: @serve.batch keeps one queue per decorated method, bound to the event loop of its
-# first call (one replica, one loop in Serve): these tests share one loop.
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("outside_a_replica")]
 
 
 class RecordingEncoder:
@@ -37,20 +31,20 @@ def deployment(**args: Any) -> tuple[EmbeddingDeployment, RecordingEncoder]:
 async def test_a_call_alone_skips_the_batch_queue() -> None:
     dep, enc = deployment()
     batched: list[str] = []
-    real = dep._embed_batch
+    real = dep._batcher.submit
 
     async def spy(text: str) -> list[float]:
         batched.append(text)
         return await real(text)
 
-    dep._embed_batch = spy  # type: ignore[method-assign]
+    dep._batcher.submit = spy  # type: ignore[method-assign]
     for text in ("one", "two"):
         [vec] = await dep.embed([text])
         assert vec == HashingEmbedder._one(text)
     both = await dep.embed(["three", "four"])
     assert both == [HashingEmbedder._one("three"), HashingEmbedder._one("four")]
     assert await dep.embed([]) == []
-    # Nothing went through @serve.batch: each call was encoded by itself, in order.
+    # Nothing went through the batcher: each call was encoded by itself, in order.
     assert batched == []
     assert enc.batches == [["one"], ["two"], ["three", "four"]]
 
@@ -96,4 +90,22 @@ async def test_a_failing_encode_fails_the_call_and_the_replica_goes_on() -> None
         assert exc is boom
     dep.embedder = enc
     assert await dep.embed(["y"]) == [HashingEmbedder._one("y")]
+    assert dep._in_flight == 0
+
+
+async def test_a_failing_batch_fails_its_calls_and_the_replica_goes_on() -> None:
+    dep, enc = deployment()
+
+    def failing(texts: list[str]) -> list[list[float]]:
+        raise RuntimeError("model failed")
+
+    dep.embedder = type("Failing", (), {"encode": staticmethod(failing)})()  # type: ignore[assignment]
+    results = await asyncio.gather(*(dep.embed([t]) for t in ("a", "b", "c")), return_exceptions=True)
+    assert [str(r) for r in results] == ["model failed"] * 3
+    dep.embedder = enc
+    assert await asyncio.gather(dep.embed(["d"]), dep.embed(["e"])) == [
+        [HashingEmbedder._one("d")],
+        [HashingEmbedder._one("e")],
+    ]
+    assert enc.batches == [["d", "e"]]
     assert dep._in_flight == 0

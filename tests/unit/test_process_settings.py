@@ -47,7 +47,6 @@ def test_a_bad_value_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(
     "make", [lambda: EmbeddingDeployment(encoder=HashingEmbedder()), lambda: ToolExecutorDeployment()]
 )
-@pytest.mark.usefixtures("outside_a_replica")
 def test_replicas_apply_them_when_they_start(monkeypatch: pytest.MonkeyPatch, make: object) -> None:
     monkeypatch.setenv("GC_THRESHOLDS", "[1234, 5, 6]")
     make()  # type: ignore[operator]
