@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -42,6 +43,20 @@ async def test_embedding_handle(deployed_app: str) -> None:
         return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cos(vecs[0], vecs[1]) > cos(vecs[0], vecs[2]) + 0.2
+
+
+async def test_concurrent_embedding_calls_each_get_their_own_vector(deployed_app: str) -> None:
+    """Calls that overlap go through the replica's batcher (a worker thread) and get what a lone call gets."""
+    from ray import serve
+
+    emb = serve.get_deployment_handle("Embedding", app_name="agentserve")
+    texts = [f"note {i}: {'short' if i % 2 else 'a longer one, so the batch is padded'}" for i in range(24)]
+    alone = [(await emb.embed.remote([t]))[0] for t in texts[:4]]
+    together = await asyncio.gather(*(emb.embed.remote([t]) for t in texts))
+    assert all(len(v) == 1 and len(v[0]) == 384 for v in together)
+    for lone, [batched] in zip(alone, together[:4], strict=True):
+        assert max(abs(x - y) for x, y in zip(lone, batched, strict=True)) < 1e-4
+    assert len({tuple(round(x, 4) for x in v[0]) for v in together}) == len(texts)
 
 
 async def test_readme_python_example_runs(deployed_app: str, capsys: pytest.CaptureFixture[str]) -> None:
