@@ -21,6 +21,10 @@ class EmbeddingDeployment:
 
     Batches run in a worker thread, so the replica keeps taking calls in while the
     model encodes, and each batch takes what queued meanwhile (``DispatchBatcher``).
+    NOTE: with ``@serve.batch`` a worker thread gave batches of 3 texts on average
+    under 64 clients: the model's Python slowed the loop taking calls in, and that
+    queue closes each batch ahead of the model. Formed when the model is free, they
+    hold 31 on average (docs/benchmarks.md, "Tenth session").
 
     Args:
         args: ``EmbeddingArgs`` (or its dict): model path and batching knobs.
@@ -44,8 +48,8 @@ class EmbeddingDeployment:
         A call alone on the replica is encoded at once; calls that overlap are batched.
         NOTE: an idle batcher waits ``batch_wait_timeout_s`` for a batch to fill, even
         when nothing else can come: 5 ms on every turn of one user (goal 1 of
-        docs/benchmarks.md), and a thread hop. "Alone" is decided after one pass of the loop, so calls that
-        arrived together (e.g. while a batch was encoding) all see each other and batch.
+        docs/benchmarks.md), and a thread hop. "Alone" is decided after one pass of the
+        loop, so calls that arrived together all see each other and batch.
         """
         if not texts:
             return []
