@@ -31,16 +31,18 @@ class Gate:
         return [item.upper() for item in items]
 
 
-async def until_running(gate: Gate) -> None:
+async def a_batch_running(max_batch_size: int) -> tuple[Gate, DispatchBatcher[str, str], asyncio.Future[str]]:
+    """A batcher whose function is busy with the batch ["a"] until the test opens the gate."""
+    gate = Gate()
+    gate.open.clear()
+    batcher = DispatchBatcher(gate, max_batch_size=max_batch_size, wait_s=0.001)
+    first = asyncio.ensure_future(batcher.submit("a"))
     assert await asyncio.to_thread(gate.running.wait, 5)
+    return gate, batcher, first
 
 
 async def test_what_arrives_while_a_batch_runs_is_the_next_batch() -> None:
-    gate = Gate()
-    gate.open.clear()
-    batcher = DispatchBatcher(gate, max_batch_size=4, wait_s=0.001)
-    first = asyncio.ensure_future(batcher.submit("a"))
-    await until_running(gate)
+    gate, batcher, first = await a_batch_running(max_batch_size=4)
     later = []
     for group in ("b", "cd", "ef"):  # apart by far more than wait_s, all while "a" runs
         later += [asyncio.ensure_future(batcher.submit(x)) for x in group]
@@ -96,11 +98,7 @@ async def test_a_result_per_item_is_enforced() -> None:
 
 
 async def test_a_caller_that_went_away_takes_no_place_in_a_batch() -> None:
-    gate = Gate()
-    gate.open.clear()
-    batcher = DispatchBatcher(gate, max_batch_size=2, wait_s=0.001)
-    first = asyncio.ensure_future(batcher.submit("a"))
-    await until_running(gate)
+    gate, batcher, first = await a_batch_running(max_batch_size=2)
     gone = asyncio.ensure_future(batcher.submit("gone"))
     stays = [asyncio.ensure_future(batcher.submit(x)) for x in "bc"]
     await asyncio.sleep(0)
