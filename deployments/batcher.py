@@ -28,9 +28,9 @@ class DispatchBatcher(Generic[T, R]):
     paying the model's per-batch cost (docs/benchmarks.md, "Tenth session").
 
     Args:
-        run_batch: Blocking; one result per item, in order. It runs outside the event
-            loop, so it should release the GIL while it computes (a TorchScript graph
-            does, see ``memory.embedder.MeanPoolingEncoder``).
+        run_batch: Blocking; one result per item, in order. It runs in a worker
+            thread; the loop takes calls in meanwhile as far as the function leaves
+            it the GIL (torch releases it inside each operator).
         max_batch_size: Most items in one call of ``run_batch``.
         wait_s: How long an item waits for company while ``run_batch`` is idle.
     """
@@ -79,7 +79,7 @@ class DispatchBatcher(Generic[T, R]):
             results = await asyncio.to_thread(self.run_batch, items)
             if len(results) != len(items):
                 raise RuntimeError(f"the batch function returned {len(results)} results for {len(items)} items")
-        except Exception as exc:
+        except Exception as exc:  # every caller of this batch gets it; the next batch runs
             for future in futures:
                 if not future.done():
                     future.set_exception(exc)
