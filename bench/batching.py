@@ -7,8 +7,9 @@ torch threads as a replica gets (Ray gives a fractional-CPU actor
 cluster, is driven by 64 asyncio tasks in this process, each sending one text
 per ``embed`` call through a handle: once with dynamic batching as configured
 (``deployments.batcher``, up to ``EmbeddingArgs.max_batch_size``: 32), once with
-batches of 1. The driver's own ceiling is the same 64 tasks calling a no-op method. Goals: batched ≥ 0.8 x the raw
-model's batches of 64, and ≥ 3 x unbatched. ::
+batches of 1. The driver's own ceiling is the same 64 tasks calling a no-op
+method. Goals: batched ≥ 0.8 x the raw model's batches of 64, and ≥ 3 x
+unbatched. ::
 
     python -m bench.batching                 # ~2 min
 """

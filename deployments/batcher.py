@@ -42,30 +42,28 @@ class DispatchBatcher(Generic[T, R]):
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._pending: deque[tuple[T, asyncio.Future[R], float]] = deque()
-        self._arrived: asyncio.Event | None = None
+        self._arrived = asyncio.Event()  # bound to a loop at its first wait, not here
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
         """``item``'s result, computed in a batch with whatever else is queued."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future, time.monotonic()))
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
         self._arrived.set()
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.ensure_future(self._work(self._arrived))
+            self._worker = asyncio.ensure_future(self._work())
         return await future
 
-    async def _work(self, arrived: asyncio.Event) -> None:
+    async def _work(self) -> None:
         while self._pending:
             # Idle: wait for company until the batch is full or its oldest item's time is up.
             while len(self._pending) < self.max_batch_size:
                 remaining = self._pending[0][2] + self.wait_s - time.monotonic()
                 if remaining <= 0:
                     break
-                arrived.clear()
+                self._arrived.clear()
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), remaining)
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
             batch: list[tuple[T, asyncio.Future[R]]] = []
             while self._pending and len(batch) < self.max_batch_size:
                 item, future, _ = self._pending.popleft()
