@@ -81,7 +81,7 @@ async def drive(handle: Any, method: str, concurrency: int, seconds: float) -> d
     }
 
 
-def deploy(name: str, max_batch_size: int, wait_s: float) -> Any:
+def deploy(name: str, max_batch_size: int, wait_s: float, model_process: bool = True) -> Any:
     """The Embedding deployment as configured, one replica, as its own app."""
     from ray import serve
 
@@ -90,7 +90,7 @@ def deploy(name: str, max_batch_size: int, wait_s: float) -> Any:
 
     opts = {**DEPLOYMENT_OPTIONS["Embedding"], "autoscaling_config": None, "num_replicas": 1}
     app = serve.deployment(EmbeddingDeployment, name="Embedding", **opts).bind(
-        {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s}
+        {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s, "model_process": model_process}
     )
     return serve.run(app, name=name, route_prefix=None)
 
@@ -101,13 +101,14 @@ async def measure(a: argparse.Namespace, raw: RawModel, handles: dict[str, Any])
     NOTE: one event loop for every handle call: a handle's router binds to the loop
     of its first call (Serve's throughput-optimised mode runs it on the caller's loop).
     """
-    out: dict[str, list[dict[str, float]]] = {k: [] for k in ("raw64", "raw1", "batched", "unbatched")}
+    names = ("raw64", "raw1", *handles)
+    out: dict[str, list[dict[str, float]]] = {k: [] for k in names}
     for h in handles.values():
         await drive(h, "embed", a.concurrency, 2)  # warm-up
     ceiling = await drive(handles["batched"], "check_health", a.concurrency, 3)
     print(f"  driver ceiling (no-op handle calls): {ceiling['per_s']} calls/s", flush=True)
     for r in range(a.rounds):
-        for name in ("raw64", "raw1", "batched", "unbatched"):
+        for name in names:
             if name.startswith("raw"):
                 size = 64 if name == "raw64" else 1
                 res = {"per_s": await asyncio.to_thread(raw.texts_per_s, size, a.seconds)}
@@ -129,6 +130,11 @@ def main() -> None:
         "--max-batch", type=int, default=None, help="max_batch_size of the batched deployment (default: as configured)"
     )
     parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--model-in-replica",
+        action="store_true",
+        help="also run the deployments with the model in the replica's process (model_process: false)",
+    )
     parser.add_argument("--niceness", type=int, default=RAY_WORKER_NICENESS, help="of Ray's workers and the raw model")
     a = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,6 +147,9 @@ def main() -> None:
             "batched": deploy("embedding-batched", max_batch, a.wait_ms / 1000),
             "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000),
         }
+        if a.model_in_replica:
+            handles["in-replica"] = deploy("embedding-in-replica", max_batch, a.wait_ms / 1000, model_process=False)
+            handles["in-replica-unbatched"] = deploy("embedding-in-replica-1", 1, a.wait_ms / 1000, model_process=False)
         # NOTE: the loop stays open until Serve shuts down: the handles' routers live on it.
         loop = asyncio.new_event_loop()
         result = loop.run_until_complete(measure(a, raw, handles))
@@ -148,18 +157,21 @@ def main() -> None:
         out = st.write()
 
     rate = {k: round(statistics.median(x["per_s"] for x in v), 1) for k, v in result["rounds"].items()}
-    p = {k: result["rounds"][k][-1] for k in ("batched", "unbatched")}
+    p = {k: result["rounds"][k][-1] for k in handles}
     print(f"\n{'what (median of rounds)':<40} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
     print(f"{'raw model, batches of 64':<40} {rate['raw64']:>8}")
     print(f"(the batched deployment: max_batch_size {max_batch}, batch_wait_timeout_s {a.wait_ms / 1000})")
     print(f"{'raw model, one text at a time':<40} {rate['raw1']:>8}")
-    for name in ("batched", "unbatched"):
+    for name in handles:
         label = f"deployment, {name} ({a.concurrency} clients)"
         print(f"{label:<40} {rate[name]:>8} {p[name]['p50_ms']:>7} {p[name]['p99_ms']:>7}")
     print(f"driver ceiling ({a.concurrency} tasks calling a no-op): {result['driver_ceiling']['per_s']} calls/s")
     r1, r2 = ratio(rate["batched"], rate["raw64"]), ratio(rate["batched"], rate["unbatched"])
     print(f"goal 4: batched / raw batches of 64 = {r1} (goal ≥ 0.8): {verdict(r1 >= 0.8)}")
     print(f"goal 4: batched / unbatched deployment = {r2} (goal ≥ 3): {verdict(r2 >= 3)}")
+    if "in-replica" in rate:
+        r3, r4 = ratio(rate["in-replica"], rate["raw64"]), ratio(rate["in-replica"], rate["in-replica-unbatched"])
+        print(f"the model in the replica's process instead: {r3} of the raw model, {r4} x unbatched")
     print(f"wrote {out}")
 
 

@@ -77,6 +77,7 @@ def role(pid: int) -> str:
         ("gcs_server", "Ray GCS"),
         ("raylet", "raylet"),
         ("ray::IDLE", "Ray idle workers"),
+        ("memory.encoder_process", "Embedding model process"),
     ):
         if needle in cmd:
             return name

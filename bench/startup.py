@@ -105,7 +105,10 @@ def run_once(port: int, timeout_s: float, extra: list[str], idle_s: float) -> di
             proc.wait()
         reader.join(timeout=5)
     total = sum(pss.values())
-    embedding_model = pss.get("replica Embedding", 0.0) - pss.get("replica ToolExecutor", 0.0)
+    # The Embedding's model lives in its child process (memory.encoder_process): the
+    # model is what the replica and its child hold beyond a replica's own baseline.
+    embedding = pss.get("replica Embedding", 0.0) + pss.get("Embedding model process", 0.0)
+    embedding_model = embedding - pss.get("replica ToolExecutor", 0.0)
     model = pss.get("replica LocalLLM", 0.0) + max(embedding_model, 0.0)
     return {
         "ready_s": ready_s,

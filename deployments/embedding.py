@@ -8,6 +8,7 @@ from typing import Protocol
 from deployments.batcher import DispatchBatcher
 from deployments.process import set_up_replica_process
 from memory.embedder import SentenceTransformerEmbedder
+from memory.encoder_process import SubprocessEncoder
 from serve_app.args import EmbeddingArgs
 from serve_app.observability import get_metrics
 
@@ -21,6 +22,9 @@ class EmbeddingDeployment:
 
     Batches run in a worker thread, so the replica keeps taking calls in while the
     model encodes, and each batch takes what queued meanwhile (``DispatchBatcher``).
+    The model itself runs in a child process (``SubprocessEncoder``, unless
+    ``model_process`` is off), where its Python does not wait for this process's GIL;
+    if that process dies, ``check_health`` fails and Serve replaces the replica.
     NOTE: with ``@serve.batch`` a worker thread gave batches of 3 texts on average
     under 64 clients: the model's Python slowed the loop taking calls in, and that
     queue closes each batch ahead of the model. Formed when the model is free, they
@@ -34,7 +38,10 @@ class EmbeddingDeployment:
     def __init__(self, args: EmbeddingArgs | dict[str, object] | None = None, encoder: Encoder | None = None) -> None:
         set_up_replica_process()
         cfg = EmbeddingArgs.model_validate(args or {})
-        self.embedder = encoder or SentenceTransformerEmbedder(cfg.model_path)
+        if encoder is None:
+            model = SubprocessEncoder if cfg.model_process else SentenceTransformerEmbedder
+            encoder = model(cfg.model_path)
+        self.embedder = encoder
         self._batcher = DispatchBatcher(self._encode, cfg.max_batch_size, cfg.batch_wait_timeout_s)
         self._in_flight = 0  # embed() calls this replica is answering now
 
@@ -63,4 +70,10 @@ class EmbeddingDeployment:
             self._in_flight -= 1
 
     async def check_health(self) -> None:
-        return None
+        """Fails once the model's process is gone, so that Serve replaces this replica."""
+        if isinstance(self.embedder, SubprocessEncoder) and not self.embedder.alive():
+            raise RuntimeError("the embedding model process exited")
+
+    def __del__(self) -> None:
+        if isinstance(getattr(self, "embedder", None), SubprocessEncoder):
+            self.embedder.close(timeout_s=1.0)

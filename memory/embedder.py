@@ -119,9 +119,12 @@ class SentenceTransformerEmbedder:
         """Encode synchronously (callers run it in a worker thread)."""
         if not texts:
             return []
+        return [v.tolist() for v in self.encode_array(texts)]
+
+    def encode_array(self, texts: list[str]) -> Any:
+        """The vectors as one float32 numpy array, a row per text."""
         with self._lock:
-            vectors = self._encode(texts)
-        return [v.tolist() for v in vectors]
+            return self._encode(texts)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:

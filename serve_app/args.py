@@ -47,6 +47,9 @@ class EmbeddingArgs(BaseModel):
     # "Ninth session"). A GPU replica wants bigger batches: set it in the config.
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    # NOTE: the model runs in a child process of the replica (memory.encoder_process),
+    # so its Python never waits for the GIL that Serve's request handling holds.
+    model_process: bool = True
 
 
 class AgentServeArgs(BaseModel):

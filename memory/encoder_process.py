@@ -1,0 +1,168 @@
+"""The embedding model in a child process of its own, so that it never waits for its caller's GIL.
+
+``SubprocessEncoder`` starts ``python -m memory.encoder_process``, which loads
+``SentenceTransformerEmbedder`` and answers batches over its stdin and stdout:
+
+- request: 4-byte big-endian length, then a UTF-8 JSON array of texts;
+- reply: ``V``, then two big-endian uint32 (rows, dim) and the float32 vectors, row
+  by row; or ``E``, a 4-byte length and a UTF-8 error message;
+- once at start: ``R`` and the dim when the model is loaded, or ``E`` and why not.
+
+NOTE: why a process. The eager model runs Python between its torch operators; in
+the Embedding replica that Python needs the GIL that Serve's request handling holds
+~40% of the time under load, and the model waits for it between operators. Beside
+one busy Python thread the eager model encoded 31 texts/s instead of ~150
+(docs/benchmarks.md, "Tenth session"); in its own process it waits for nobody.
+The vectors are bit for bit those of the model in the caller's process
+(tests/unit/test_encoder_process.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from typing import IO
+
+import numpy as np
+
+_LEN = struct.Struct(">I")
+_SHAPE = struct.Struct(">II")
+
+
+class SubprocessEncoder:
+    """``encode(texts)`` by the model in a child process; one batch at a time.
+
+    The child inherits this process's environment (``OMP_NUM_THREADS``, which Ray
+    sets from the replica's CPUs) and import path, and its niceness. It exits when
+    its stdin closes: when ``close()`` is called, or when this process dies in any
+    way, SIGKILL included.
+
+    Args:
+        model_path: A sentence-transformers model directory; the bundled one by default.
+        start_timeout_s: How long the model may take to load.
+    """
+
+    def __init__(self, model_path: str | None = None, start_timeout_s: float = 120.0) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        args = [sys.executable, "-m", "memory.encoder_process"] + ([model_path] if model_path else [])
+        # NOTE: stderr is inherited: the child's warnings land in the replica's log.
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._lock = threading.Lock()
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._in: IO[bytes] = self._proc.stdin
+        self._out: IO[bytes] = self._proc.stdout
+        ready = threading.Timer(start_timeout_s, self._proc.kill)  # a hung load must not hang the replica
+        ready.start()
+        try:
+            kind = self._read(1)
+            if kind == b"R":
+                (self.dim,) = _LEN.unpack(self._read(_LEN.size))
+                return
+            message = self._read_error() if kind == b"E" else "it exited while loading"
+        except RuntimeError as exc:
+            message = str(exc)
+        finally:
+            ready.cancel()
+        self.close()
+        raise RuntimeError(f"the embedding model process did not start: {message}")
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length vectors, one per text, in order. Blocking; safe from any thread."""
+        if not texts:
+            return []
+        body = json.dumps(texts).encode()
+        with self._lock:
+            try:
+                self._in.write(_LEN.pack(len(body)) + body)
+                self._in.flush()
+            except (BrokenPipeError, ValueError) as exc:
+                raise RuntimeError(f"the embedding model process is gone (exit code {self._proc.poll()})") from exc
+            kind = self._read(1)
+            if kind == b"E":
+                raise RuntimeError(f"the embedding model failed: {self._read_error()}")
+            rows, dim = _SHAPE.unpack(self._read(_SHAPE.size))
+            data = self._read(rows * dim * 4)
+        if rows != len(texts):
+            raise RuntimeError(f"the embedding model returned {rows} vectors for {len(texts)} texts")
+        vectors: list[list[float]] = np.frombuffer(data, dtype=np.float32).reshape(rows, dim).tolist()
+        return vectors
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the child: EOF on its stdin, then SIGKILL if it has not gone in ``timeout_s``."""
+        with contextlib.suppress(OSError):
+            self._in.close()
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._out.close()
+
+    def _read(self, n: int) -> bytes:
+        data = self._out.read(n)
+        if len(data) != n:  # EOF: the child is exiting
+            try:
+                code: int | None = self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise RuntimeError(f"the embedding model process is gone (exit code {code})")
+        return data
+
+    def _read_error(self) -> str:
+        (n,) = _LEN.unpack(self._read(_LEN.size))
+        return self._read(n).decode(errors="replace")
+
+
+def _serve(model_path: str | None, inp: IO[bytes], out: IO[bytes]) -> int:
+    from memory.embedder import EMBEDDING_DIM, SentenceTransformerEmbedder
+
+    def error(message: str) -> None:
+        data = message.encode()
+        out.write(b"E" + _LEN.pack(len(data)) + data)
+        out.flush()
+
+    try:
+        model = SentenceTransformerEmbedder(model_path)
+    except Exception as exc:  # the parent raises it with the reason
+        error(f"{type(exc).__name__}: {exc}")
+        return 1
+    out.write(b"R" + _LEN.pack(EMBEDDING_DIM))
+    out.flush()
+    while True:
+        header = inp.read(_LEN.size)
+        if len(header) < _LEN.size:  # the parent closed the pipe or died
+            return 0
+        body = inp.read(_LEN.unpack(header)[0])
+        try:
+            texts = json.loads(body)
+            vectors = np.ascontiguousarray(model.encode_array(texts), dtype=np.float32)
+        except Exception as exc:  # this batch fails; the next one runs
+            error(f"{type(exc).__name__}: {exc}")
+            continue
+        out.write(b"V" + _SHAPE.pack(*vectors.shape) + vectors.tobytes())
+        out.flush()
+
+
+def main() -> int:
+    # NOTE: stdout carries the replies alone: keep a private copy of it for them and
+    # send whatever the libraries print to stderr instead.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    return _serve(sys.argv[1] if len(sys.argv) > 1 else None, sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The embedding model in a child process: the same vectors, its failures, and its end.
+
+These start real child processes with the bundled model (``python -m
+memory.encoder_process``); each test that starts one stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from memory.embedder import EMBEDDING_DIM, SentenceTransformerEmbedder
+from memory.encoder_process import SubprocessEncoder
+
+TEXTS = ["calc: 17*23", "ünïcödé テスト 🚀", "", "The quick brown fox jumps over the lazy dog. " * 80]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Iterator[SubprocessEncoder]:
+    enc = SubprocessEncoder()
+    yield enc
+    enc.close()
+
+
+def gone(pid: int, within_s: float) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie) within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_child_gives_the_vectors_of_the_model_in_this_process(encoder: SubprocessEncoder) -> None:
+    here = SentenceTransformerEmbedder()
+    assert encoder.dim == EMBEDDING_DIM
+    assert encoder.encode(TEXTS) == here.encode(TEXTS)  # bit for bit, as Python floats
+    assert encoder.encode(TEXTS[:1]) == here.encode(TEXTS[:1])
+    assert encoder.encode([]) == []
+
+
+def test_calls_from_many_threads_each_get_their_own_vectors(encoder: SubprocessEncoder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"text number {i}" for i in range(24)]
+    expected = [encoder.encode([t])[0] for t in texts]  # alone, not padded in a batch
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: encoder.encode([t])[0], texts))
+    assert got == expected
+
+
+def test_a_batch_the_model_rejects_fails_alone_and_the_next_one_runs(encoder: SubprocessEncoder) -> None:
+    with pytest.raises(RuntimeError, match=r"the embedding model failed: \w*Error"):
+        encoder.encode([{"not": "a text"}])  # type: ignore[list-item]
+    assert encoder.alive()
+    [vec] = encoder.encode(["still here"])
+    assert len(vec) == EMBEDDING_DIM
+
+
+def test_a_dead_child_fails_the_call_clearly_and_close_reaps_it() -> None:
+    enc = SubprocessEncoder()
+    os.kill(enc.pid, signal.SIGKILL)
+    assert gone(enc.pid, 10)
+    with pytest.raises(RuntimeError, match="the embedding model process is gone"):
+        enc.encode(["hello"])
+    assert not enc.alive()
+    enc.close()
+
+
+def test_close_stops_the_child() -> None:
+    enc = SubprocessEncoder()
+    assert enc.alive()
+    enc.close()
+    assert not enc.alive()
+    with pytest.raises(RuntimeError, match="gone"):
+        enc.encode(["after close"])
+
+
+def test_a_model_that_cannot_load_fails_the_start_with_the_reason(tmp_path: object) -> None:
+    with pytest.raises(RuntimeError, match="did not start: ") as info:
+        SubprocessEncoder(str(tmp_path) + "/no-such-model")
+    assert "no-such-model" in str(info.value)
+
+
+def test_the_child_exits_when_its_parent_is_killed() -> None:
+    code = "from memory.encoder_process import SubprocessEncoder; e = SubprocessEncoder(); print(e.pid, flush=True); input()"
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not gone(child, 0.2)
+        parent.kill()  # SIGKILL: no chance to close anything
+        parent.wait()
+        assert gone(child, 10)
+    finally:
+        parent.kill()
+        parent.wait()
+        if child and not gone(child, 0):
+            os.kill(child, signal.SIGKILL)
