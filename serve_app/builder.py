@@ -38,8 +38,9 @@ def _autoscaling(min_r: int, max_r: int, target: float) -> dict[str, Any]:
 # small. On its own thread (Serve's default outside that mode) the main loop kept
 # taking requests in while a batch encoded: under 64 one-text clients 130-145 →
 # 188-195 texts/s, and a lone call 16.3-16.9 → 15.5-15.9 ms (docs/benchmarks.md).
-# Batches now encode in a worker thread (deployments/batcher.py) and only a call alone
-# on the replica encodes on this loop; three runs with user code on the main loop were no
+# Batches now encode in a worker thread (deployments/batcher.py), the model itself in a
+# child process (memory/encoder_process.py), and only a call alone on the replica waits
+# for its vector on this loop; three runs with user code on the main loop were no
 # different within the noise ("Tenth session", "Eleventh session"), so this stays as measured.
 # A deployment's env_vars are merged with the app's runtime_env, so configs keep both.
 EMBEDDING_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
