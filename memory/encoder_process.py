@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -93,6 +94,9 @@ class SubprocessEncoder:
             kind = self._read(1)
             if kind == b"E":
                 raise RuntimeError(f"the embedding model failed: {self._read_error()}")
+            if kind != b"V":
+                self._proc.kill()  # out of step with us: a replacement is the only way back
+                raise RuntimeError(f"the embedding model process sent {kind!r}, not a reply")
             rows, dim = _SHAPE.unpack(self._read(_SHAPE.size))
             data = self._read(rows * dim * 4)
         if rows != len(texts):
@@ -157,6 +161,9 @@ def _serve(model_path: str | None, inp: IO[bytes], out: IO[bytes]) -> int:
 
 
 def main() -> int:
+    # NOTE: Ctrl-C reaches the whole process group; this process ends with its parent,
+    # when its stdin closes, not with a KeyboardInterrupt traceback in the replica's log.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # NOTE: stdout carries the replies alone: keep a private copy of it for them and
     # send whatever the libraries print to stderr instead.
     out = os.fdopen(os.dup(1), "wb")

@@ -68,6 +68,13 @@ def test_a_batch_the_model_rejects_fails_alone_and_the_next_one_runs(encoder: Su
     assert len(vec) == EMBEDDING_DIM
 
 
+def test_ctrl_c_leaves_the_child_to_end_with_its_parent(encoder: SubprocessEncoder) -> None:
+    os.kill(encoder.pid, signal.SIGINT)  # what Ctrl-C sends the whole process group
+    assert not gone(encoder.pid, 0.5)
+    [vec] = encoder.encode(["after Ctrl-C"])
+    assert len(vec) == EMBEDDING_DIM
+
+
 def test_a_dead_child_fails_the_call_clearly_and_close_reaps_it() -> None:
     enc = SubprocessEncoder()
     os.kill(enc.pid, signal.SIGKILL)
