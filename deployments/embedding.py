@@ -38,10 +38,13 @@ class EmbeddingDeployment:
     def __init__(self, args: EmbeddingArgs | dict[str, object] | None = None, encoder: Encoder | None = None) -> None:
         set_up_replica_process()
         cfg = EmbeddingArgs.model_validate(args or {})
-        if encoder is None:
-            model = SubprocessEncoder if cfg.model_process else SentenceTransformerEmbedder
-            encoder = model(cfg.model_path)
+        self._model_process: SubprocessEncoder | None = None  # the one this replica started
+        if encoder is None and cfg.model_process:
+            encoder = self._model_process = SubprocessEncoder(cfg.model_path)
+        elif encoder is None:
+            encoder = SentenceTransformerEmbedder(cfg.model_path)
         self.embedder = encoder
+        self.stall_timeout_s = cfg.model_stall_timeout_s
         self._batcher = DispatchBatcher(self._encode, cfg.max_batch_size, cfg.batch_wait_timeout_s)
         self._in_flight = 0  # embed() calls this replica is answering now
 
@@ -70,10 +73,15 @@ class EmbeddingDeployment:
             self._in_flight -= 1
 
     async def check_health(self) -> None:
-        """Fails once the model's process is gone, so that Serve replaces this replica."""
-        if isinstance(self.embedder, SubprocessEncoder) and not self.embedder.alive():
+        """Fails once the model's process is gone or stuck in a batch, so that Serve replaces this replica."""
+        if not isinstance(self.embedder, SubprocessEncoder):
+            return
+        if not self.embedder.alive():
             raise RuntimeError("the embedding model process exited")
+        busy = self.embedder.busy_for()
+        if busy > self.stall_timeout_s:
+            raise RuntimeError(f"the embedding model has been encoding one batch for {busy:.0f} s")
 
     def __del__(self) -> None:
-        if isinstance(getattr(self, "embedder", None), SubprocessEncoder):
-            self.embedder.close(timeout_s=1.0)
+        if getattr(self, "_model_process", None) is not None:
+            self._model_process.close(timeout_s=1.0)

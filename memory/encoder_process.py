@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import IO
 
 import numpy as np
@@ -55,6 +56,7 @@ class SubprocessEncoder:
         # NOTE: stderr is inherited: the child's warnings land in the replica's log.
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._lock = threading.Lock()
+        self._busy_since: float | None = None  # when the batch being encoded was sent
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in: IO[bytes] = self._proc.stdin
         self._out: IO[bytes] = self._proc.stdout
@@ -80,29 +82,41 @@ class SubprocessEncoder:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def busy_for(self) -> float:
+        """Seconds the batch being encoded has taken so far; 0 when idle."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def encode(self, texts: list[str]) -> list[list[float]]:
         """Unit-length vectors, one per text, in order. Blocking; safe from any thread."""
         if not texts:
             return []
         body = json.dumps(texts).encode()
         with self._lock:
+            self._busy_since = time.monotonic()
             try:
-                self._in.write(_LEN.pack(len(body)) + body)
-                self._in.flush()
-            except (BrokenPipeError, ValueError) as exc:
-                raise RuntimeError(f"the embedding model process is gone (exit code {self._proc.poll()})") from exc
-            kind = self._read(1)
-            if kind == b"E":
-                raise RuntimeError(f"the embedding model failed: {self._read_error()}")
-            if kind != b"V":
-                self._proc.kill()  # out of step with us: a replacement is the only way back
-                raise RuntimeError(f"the embedding model process sent {kind!r}, not a reply")
-            rows, dim = _SHAPE.unpack(self._read(_SHAPE.size))
-            data = self._read(rows * dim * 4)
+                rows, data = self._exchange(body)
+            finally:
+                self._busy_since = None
         if rows != len(texts):
             raise RuntimeError(f"the embedding model returned {rows} vectors for {len(texts)} texts")
-        vectors: list[list[float]] = np.frombuffer(data, dtype=np.float32).reshape(rows, dim).tolist()
+        vectors: list[list[float]] = np.frombuffer(data, dtype=np.float32).reshape(rows, -1).tolist()
         return vectors
+
+    def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            self._in.write(_LEN.pack(len(body)) + body)
+            self._in.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise RuntimeError(f"the embedding model process is gone (exit code {self._proc.poll()})") from exc
+        kind = self._read(1)
+        if kind == b"E":
+            raise RuntimeError(f"the embedding model failed: {self._read_error()}")
+        if kind != b"V":
+            self._proc.kill()  # out of step with us: a replacement is the only way back
+            raise RuntimeError(f"the embedding model process sent {kind!r}, not a reply")
+        rows, dim = _SHAPE.unpack(self._read(_SHAPE.size))
+        return rows, self._read(rows * dim * 4)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the child: EOF on its stdin, then SIGKILL if it has not gone in ``timeout_s``."""

@@ -50,6 +50,9 @@ class EmbeddingArgs(BaseModel):
     # NOTE: the model runs in a child process of the replica (memory.encoder_process),
     # so its Python never waits for the GIL that Serve's request handling holds.
     model_process: bool = True
+    # A batch still encoding after this long fails the replica's health check, and Serve
+    # replaces the replica: a stuck model process would otherwise hold every call.
+    model_stall_timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
 
 class AgentServeArgs(BaseModel):

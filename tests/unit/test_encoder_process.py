@@ -6,6 +6,7 @@ memory.encoder_process``); each test that starts one stops it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from deployments.embedding import EmbeddingDeployment
 from memory.embedder import EMBEDDING_DIM, SentenceTransformerEmbedder
 from memory.encoder_process import SubprocessEncoder
 
@@ -73,6 +75,25 @@ def test_ctrl_c_leaves_the_child_to_end_with_its_parent(encoder: SubprocessEncod
     assert not gone(encoder.pid, 0.5)
     [vec] = encoder.encode(["after Ctrl-C"])
     assert len(vec) == EMBEDDING_DIM
+
+
+async def test_a_model_process_stuck_in_a_batch_fails_the_replicas_health_check(encoder: SubprocessEncoder) -> None:
+    dep = EmbeddingDeployment({"model_stall_timeout_s": 0.3}, encoder=encoder)
+    await dep.check_health()
+    os.kill(encoder.pid, signal.SIGSTOP)  # stuck: alive, but it answers nothing
+    try:
+        pending = asyncio.ensure_future(asyncio.to_thread(encoder.encode, ["stuck"]))
+        await asyncio.sleep(0.6)
+        assert encoder.busy_for() > 0.3
+        with pytest.raises(RuntimeError, match="encoding one batch for"):
+            await dep.check_health()
+    finally:
+        os.kill(encoder.pid, signal.SIGCONT)
+    [vec] = await pending  # the batch was not lost, only late
+    assert len(vec) == EMBEDDING_DIM and encoder.busy_for() == 0.0
+    await dep.check_health()
+    del dep  # the deployment closes only a model process it started itself
+    assert encoder.alive()
 
 
 def test_a_dead_child_fails_the_call_clearly_and_close_reaps_it() -> None:
