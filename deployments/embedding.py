@@ -24,7 +24,8 @@ class EmbeddingDeployment:
     model encodes, and each batch takes what queued meanwhile (``DispatchBatcher``).
     The model itself runs in a child process (``SubprocessEncoder``, unless
     ``model_process`` is off), where its Python does not wait for this process's GIL;
-    if that process dies, ``check_health`` fails and Serve replaces the replica.
+    if that process dies, or spends ``model_stall_timeout_s`` on one batch,
+    ``check_health`` fails and Serve replaces the replica.
     NOTE: with ``@serve.batch`` a worker thread gave batches of 3 texts on average
     under 64 clients: the model's Python slowed the loop taking calls in, and that
     queue closes each batch ahead of the model. Formed when the model is free, they
