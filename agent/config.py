@@ -25,6 +25,12 @@ class AgentConfig(BaseModel):
     memory_top_k: int = Field(default=3, ge=0, le=20, description="memories recalled before a turn; 0 = off")
     memory_min_score: float = Field(default=0.3, ge=-1.0, le=1.0)
     remember_messages: bool = True
+    memory_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="how long a turn waits for semantic memory (recall, then remembering); then it goes on without",
+    )
     allowed_tools: list[str] | None = Field(
         default=None, description="tools this agent may use (None: all the ToolExecutor offers)"
     )

@@ -284,7 +284,8 @@ class Agent:
         turn.response = response
         if self.memory is not None and self.config.remember_messages:
             try:
-                await self.memory.remember(request.user, request.message, session_id, vector=turn.message_vector)
+                async with asyncio.timeout(self.config.memory_timeout_s):
+                    await self.memory.remember(request.user, request.message, session_id, vector=turn.message_vector)
             except Exception as exc:  # memory is an aid: a failure never fails the turn
                 self.memory.warn("remember", exc)
         yield MessageEvent(message_id=reply.id, content=response.response)
@@ -315,7 +316,8 @@ class Agent:
     async def _recall(self, memory: SemanticMemory, user: str, message: str, turn: _Turn) -> list[MemoryHit] | None:
         """The memories for this turn's message, or None when memory failed (logged; the turn goes on)."""
         try:
-            hits, turn.message_vector = await memory.recall_with_vector(user, message, self.config.memory_top_k + 5)
+            async with asyncio.timeout(self.config.memory_timeout_s):  # a stuck Embedding must not hold the turn
+                hits, turn.message_vector = await memory.recall_with_vector(user, message, self.config.memory_top_k + 5)
         except Exception as exc:
             memory.warn("recall", exc)
             return None

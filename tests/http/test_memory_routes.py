@@ -126,7 +126,9 @@ class _GatedEmbedder:
         return [HashingEmbedder._one(t) for t in texts]
 
 
-def _gated_agent(scripted_llm: ScriptedLLMServer, embedder: _GatedEmbedder, history_gate: asyncio.Event | None) -> Any:
+def _gated_agent(
+    scripted_llm: ScriptedLLMServer, embedder: _GatedEmbedder, history_gate: asyncio.Event | None, **config: Any
+) -> Any:
     """An agent whose store serves a session's history only once ``history_gate`` is set."""
     from agent.config import AgentConfig
     from agent.llm import LLMEndpoint, OpenAILLMClient
@@ -143,7 +145,7 @@ def _gated_agent(scripted_llm: ScriptedLLMServer, embedder: _GatedEmbedder, hist
             return await super().history(session_id, limit)
 
     llm = OpenAILLMClient(LLMEndpoint(base_url=scripted_llm.base_url, model="s", max_retries=0))
-    return Agent(llm, build_registry(), Store(), AgentConfig(),
+    return Agent(llm, build_registry(), Store(), AgentConfig(**config),
                  memory=SemanticMemory(embedder, InMemoryVectorMemory()))  # fmt: skip
 
 
@@ -188,3 +190,17 @@ async def test_a_failed_recall_still_answers_and_a_closed_turn_cancels_it(script
     await stream.aclose()
     await asyncio.sleep(0)
     assert stuck.cancelled
+
+
+async def test_a_stuck_embedding_holds_a_turn_no_longer_than_memory_timeout_s(scripted_llm: ScriptedLLMServer) -> None:
+    """Recall and remembering each give up after ``memory_timeout_s``; the turn answers and is stored."""
+    from agent.dto import ChatRequest
+
+    stuck = _GatedEmbedder(asyncio.Event())  # never released
+    agent = _gated_agent(scripted_llm, stuck, None, memory_timeout_s=0.2)
+    resp = await asyncio.wait_for(agent.chat(ChatRequest(message="hello", user_id="x")), 5)
+    assert resp.response == "You said: hello"
+    assert stuck.cancelled  # the embed calls were given up, not left running
+    assert scripted_llm.app.state.requests[-1]["messages"][0]["content"] == agent.config.system_prompt
+    history = await agent.store.history(resp.session_id, 10)
+    assert [m.content for m in history] == ["hello", "You said: hello"]
