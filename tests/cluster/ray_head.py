@@ -19,45 +19,13 @@ from pathlib import Path
 
 from serve_app.cli import ray_cli_env, ray_serve_env
 from serve_app.rollout import DashboardServeCluster
+from tests.support.procs import Proc, alive, descendants
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# A process is (pid, start time in clock ticks since boot), so a reused pid is never mistaken for ours.
-Proc = tuple[int, int]
-
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: state, ppid, ..., starttime at [19]."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def descendants(root: int) -> set[Proc]:
-    """Every live process under ``root`` (walked through /proc, no psutil)."""
-    children: dict[int, list[Proc]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
-            children.setdefault(int(stat[1]), []).append((int(entry), int(stat[19])))
-    found: set[Proc] = set()
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child[0])
-    return found
-
-
-def alive(proc: Proc) -> bool:
-    stat = _stat(proc[0])
-    return stat is not None and stat[0] != "Z" and int(stat[19]) == proc[1]
 
 
 @dataclass

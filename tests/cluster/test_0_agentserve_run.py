@@ -23,7 +23,8 @@ import pytest
 
 from serve_app.cli import DASHBOARD_PORT, ray_cli_env
 from serve_app.scripted_llm import ScriptedLLMServer
-from tests.cluster.ray_head import Proc, alive, descendants, free_port
+from tests.cluster.ray_head import free_port
+from tests.support.procs import Proc, alive, descendants
 
 
 def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:

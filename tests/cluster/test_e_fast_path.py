@@ -10,11 +10,8 @@ from pathlib import Path
 import httpx
 
 from serve_app.serve_switches import SERVE_FAST_PATH
-from tests.cluster.ray_head import RayHead, descendants
-
-
-def cmdline(pid: int) -> list[str]:
-    return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+from tests.cluster.ray_head import RayHead
+from tests.support.procs import cmdline, descendants
 
 
 def environment(pid: int) -> dict[str, str]:

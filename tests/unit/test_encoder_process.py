@@ -19,6 +19,7 @@ import pytest
 from deployments.embedding import EmbeddingDeployment
 from memory.embedder import EMBEDDING_DIM, SentenceTransformerEmbedder
 from memory.encoder_process import SubprocessEncoder
+from tests.support.procs import stat_fields
 
 TEXTS = ["calc: 17*23", "ünïcödé テスト 🚀", "", "The quick brown fox jumps over the lazy dog. " * 80]
 
@@ -33,15 +34,13 @@ def encoder() -> Iterator[SubprocessEncoder]:
 def gone(pid: int, within_s: float) -> bool:
     """Whether process ``pid`` has exited (or is a zombie) within ``within_s``."""
     deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
+    while True:
+        stat = stat_fields(pid)
+        if stat is None or stat[0] == "Z":
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return False
 
 
 def test_the_child_gives_the_vectors_of_the_model_in_this_process(encoder: SubprocessEncoder) -> None:
