@@ -7,11 +7,49 @@ import importlib.util
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 EMBEDDING_DIM = 384
+
+# NOTE: what one forward pass costs beyond its padded tokens, counted in padded tokens.
+# Eager all-MiniLM-L6-v2 on one torch thread: ~13 ms a pass plus ~0.3 ms a padded
+# token (one 6-token text 14.9 ms, one of 202 tokens 87 ms, 32 of 32 tokens 386 ms;
+# docs/benchmarks.md, "Thirteenth session").
+PASS_OVERHEAD_TOKENS = 40
+
+
+def plan_passes(lengths: Sequence[int], overhead_tokens: int = PASS_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Split one batch into forward passes over texts of similar length.
+
+    A pass pads every text to its longest, so one 200-token note among 31 short
+    messages makes all 32 cost 200 tokens. Sorted by length, the batch is cut where
+    the sum over passes of ``overhead_tokens + texts * longest`` is least (an exact
+    dynamic program, ``len(lengths)²`` steps); a batch of similar lengths stays one pass.
+
+    Args:
+        lengths: Each text's length in tokens.
+        overhead_tokens: The cost of one more pass, in padded tokens.
+
+    Returns:
+        Indices into ``lengths``, one list per pass, shortest texts first.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    best = [0] + [-1] * len(order)  # best[j]: least cost of the j shortest texts
+    cut = [0] * (len(order) + 1)  # where the last pass of those j starts
+    for j in range(1, len(order) + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j):  # ties keep the smallest i: the fewest passes
+            cost = best[i] + overhead_tokens + (j - i) * longest
+            if best[j] < 0 or cost < best[j]:
+                best[j], cut[j] = cost, i
+    passes: list[list[int]] = []
+    j = len(order)
+    while j > 0:
+        passes.append(order[cut[j] : j])
+        j = cut[j]
+    return passes[::-1]
 
 
 def bundled_model_dir() -> str:
@@ -73,10 +111,38 @@ class MeanPoolingEncoder:
         self.device = device
 
     def encode(self, texts: list[str]) -> Any:
-        """Unit-length vectors, one numpy row per text: ``SentenceTransformer.encode(normalize_embeddings=True)``."""
-        torch = self._torch
+        """Unit-length vectors, one numpy row per text: ``SentenceTransformer.encode(normalize_embeddings=True)``.
+
+        Texts of very different lengths go through separate passes (``plan_passes``),
+        so a short text is not padded to a long one's length.
+        """
+        import numpy as np
+
+        batch = self._tokenized(texts)
+        lengths = batch["attention_mask"].sum(1).tolist()
+        passes = plan_passes(lengths)
+        if len(passes) == 1:
+            return self._forward(batch)
+        left = self.tokenizer.padding_side == "left"
+        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for rows in passes:
+            longest = max(lengths[i] for i in rows)
+            columns = slice(batch["input_ids"].shape[1] - longest, None) if left else slice(0, longest)
+            index = self._torch.tensor(rows, device=self.device)
+            out[rows] = self._forward({k: v[index][:, columns] for k, v in batch.items()})
+        return out
+
+    def encode_one_pass(self, texts: list[str]) -> Any:
+        """``encode`` in one pass, every text padded to the longest (what ``encode`` did before
+        ``plan_passes``; the baseline of ``bench.embed_lengths``)."""
+        return self._forward(self._tokenized(texts))
+
+    def _tokenized(self, texts: list[str]) -> dict[str, Any]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _forward(self, batch: dict[str, Any]) -> Any:
+        torch = self._torch
         with torch.inference_mode():
             tokens = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)

@@ -100,3 +100,28 @@ def test_pipelines_it_does_not_reproduce_are_recognised(tmp_path: Path, change: 
     model = _copy_model(tmp_path)
     change(model)  # type: ignore[operator]
     assert mean_pooling_max_length(str(model)) is None
+
+
+def test_a_long_text_is_not_padded_into_the_short_ones_pass(embedder: SentenceTransformerEmbedder) -> None:
+    """A batch of mixed lengths runs as passes of similar lengths, and each row is its own text's vector."""
+    model = embedder.model
+    assert isinstance(model, MeanPoolingEncoder)
+    texts = [f"short message number {i}" for i in range(15)] + [TEXTS[-1]] + [f"another one, {i}" for i in range(16)]
+    shapes: list[tuple[int, int]] = []
+    forward = model._forward
+
+    def recording(batch: dict[str, object]) -> object:
+        shapes.append(tuple(batch["input_ids"].shape))  # type: ignore[attr-defined]
+        return forward(batch)
+
+    model._forward = recording  # type: ignore[method-assign]
+    try:
+        planned = np.array(embedder.encode(texts))
+    finally:
+        del model._forward
+    assert sorted(shapes, key=lambda s: s[1])[-1] == (1, 256)  # the long text alone
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert max(length for rows, length in shapes if rows > 1) < 16
+    alone = np.array([embedder.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(planned, alone, atol=1e-5)
+    np.testing.assert_allclose(planned, model.encode_one_pass(texts), atol=1e-5)
