@@ -116,13 +116,15 @@ class MeanPoolingEncoder:
         Texts of very different lengths go through separate passes (``plan_passes``),
         so a short text is not padded to a long one's length.
         """
-        import numpy as np
-
         batch = self._tokenized(texts)
+        if len(texts) == 1:
+            return self._forward(batch)
         lengths = batch["attention_mask"].sum(1).tolist()
         passes = plan_passes(lengths)
         if len(passes) == 1:
             return self._forward(batch)
+        import numpy as np
+
         left = self.tokenizer.padding_side == "left"
         out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
         for rows in passes:
