@@ -13,7 +13,13 @@ and each stack's CPU while idle (``--idle-s``, after its first requests: what
 it costs a machine to keep it up, by role). ::
 
     python -m bench.startup                          # ~1.5 min
+    python -m bench.startup --runs 3 --floor         # and Ray and Serve's own start, alternating (~4 min)
     python -m bench.startup --run-arg=--dashboard    # with Ray's dashboard, as before
+
+``--floor`` also starts ``agentserve run`` with trivial deployments in place of
+the app's (``bench.floor_app``: the same config, names, options and Serve
+switches), alternating with the app's runs: what Ray and Serve take by
+themselves, so the difference is what the app's code and models add.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -28,13 +35,26 @@ import time
 from typing import Any
 
 import httpx
+import yaml
 
 from bench import procs
 from bench.stacks import Stacks, free_port, verdict
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_GOAL_S = 20.0
 PSS_GOAL_MB = 1500.0
 STEPS = ("starting", "deploying", "sent the config", "agentserve is ready")
+
+
+def write_floor_config(directory: str) -> str:
+    """``configs/local.yaml`` with ``bench.floor_app``'s trivial deployments, as a file in ``directory``."""
+    from bench.floor_app import floor_config
+    from serve_app.config_file import load_serve_config
+
+    path = os.path.join(directory, "floor.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(floor_config(load_serve_config(os.path.join(REPO, "configs", "local.yaml"))), f, sort_keys=False)
+    return path
 
 
 def pss_mb(pid: int) -> float:
@@ -65,8 +85,10 @@ def idle_cpu(pids: list[int], roles: dict[int, str], seconds: float) -> dict[str
     return {k: round(v / wall * 100, 2) for k, v in procs.cpu_by_role(before, after, roles).items() if v > 0}
 
 
-def run_once(port: int, timeout_s: float, extra: list[str], idle_s: float) -> dict[str, Any]:
-    env = {**os.environ, "METRICS_PORT": str(free_port())}
+def run_once(
+    port: int, timeout_s: float, extra: list[str], idle_s: float, env_extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    env = {**os.environ, "METRICS_PORT": str(free_port()), **(env_extra or {})}
     env.pop("LLM_BASE_URL", None)
     cmd = [os.path.join(os.path.dirname(sys.executable), "agentserve"), "run", f"--port={port}", *extra]
     t0 = time.monotonic()
@@ -130,14 +152,29 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, default=10, help="how long each stack's idle CPU is measured")
     parser.add_argument("--run-arg", action="append", default=[],
                         help="an extra argument for `agentserve run` (e.g. --run-arg=--dashboard)")  # fmt: skip
+    parser.add_argument(
+        "--floor", action="store_true", help="also time the start with trivial deployments (bench.floor_app)"
+    )
     a = parser.parse_args()
     with Stacks("startup") as st:
-        runs = []
+        runs, floors = [], []
+        floor_args = [*a.run_arg, f"--config={write_floor_config(str(st.data))}"] if a.floor else []
+        # NOTE: the workers import bench.floor_app from the repository, which is not installed.
+        floor_env = {"PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
         for i in range(a.runs):
-            r = run_once(free_port(), a.timeout_s, a.run_arg, a.idle_s)
-            runs.append(r)
-            print(f"run {i + 1}: ready in {r['ready_s']} s ({r['phases']}); PSS {r['pss_total_mb']:.0f} MB, "
-                  f"{r['pss_without_models_mb']:.0f} MB without models", flush=True)  # fmt: skip
+            order = ["app", "floor"] if i % 2 == 0 else ["floor", "app"]
+            for which in order if a.floor else ["app"]:
+                if which == "floor":
+                    r = run_once(free_port(), a.timeout_s, floor_args, a.idle_s, floor_env)
+                    floors.append(r)
+                else:
+                    r = run_once(free_port(), a.timeout_s, a.run_arg, a.idle_s)
+                    runs.append(r)
+                print(f"run {i + 1} ({which}): ready in {r['ready_s']} s ({r['phases']}); "
+                      f"PSS {r['pss_total_mb']:.0f} MB, {r['pss_without_models_mb']:.0f} MB without models",
+                      flush=True)  # fmt: skip
+        if floors:
+            st.results["floor_runs"] = floors
         llm = st.llm()
         base = st.baseline(llm)
         httpx.post(f"{base}/api/chat", json={"message": "calc: 1+1"}, timeout=60)
@@ -159,6 +196,14 @@ def main() -> None:
         print(f"  {name:<40} {pct:>8.2f}")
     print(f"  {'total':<40} {sum(last['idle_cpu_pct'].values()):>8.2f}")
     print(f"baseline process: {sum(st.results['baseline_idle_cpu_pct'].values()):.2f} % of one core")
+    if floors:
+        app_ready = statistics.median(r["ready_s"] for r in runs)
+        floor_ready = statistics.median(r["ready_s"] for r in floors)
+        app_mb = statistics.median(r["pss_without_models_mb"] for r in runs)
+        floor_mb = statistics.median(r["pss_without_models_mb"] for r in floors)
+        print(f"\nthe floor (trivial deployments, same Ray and Serve): ready in {[r['ready_s'] for r in floors]} s, "
+              f"{floor_mb:.0f} MB PSS without models")  # fmt: skip
+        print(f"the app adds (medians): {app_ready - floor_ready:+.1f} s to ready, {app_mb - floor_mb:+.0f} MB")
     ready = max(r["ready_s"] for r in runs)
     size = max(r["pss_without_models_mb"] for r in runs)
     print(f"goal 5: ready in {ready} s (goal ≤ {READY_GOAL_S:g}): {verdict(ready <= READY_GOAL_S)}")
