@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from bench.batching import TEXTS as UNIFORM
 
 RESULTS = Path(__file__).parent / "results"
-UNIFORM = [f"message {i}: what is the weather like in city number {i} this week?" for i in range(64)]
 SENTENCE = (
     "the weather in my city changed every day this week and my sister asked what we should plan "
     "for her birthday dinner so I wrote down a few ideas about restaurants parks and the museum"

@@ -38,9 +38,8 @@ import httpx
 import yaml
 
 from bench import procs
-from bench.stacks import Stacks, free_port, verdict
+from bench.stacks import LOCAL_CONFIG, Stacks, free_port, verdict
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_GOAL_S = 20.0
 PSS_GOAL_MB = 1500.0
 STEPS = ("starting", "deploying", "sent the config", "agentserve is ready")
@@ -53,7 +52,7 @@ def write_floor_config(directory: str) -> str:
 
     path = os.path.join(directory, "floor.yaml")
     with open(path, "w") as f:
-        yaml.safe_dump(floor_config(load_serve_config(os.path.join(REPO, "configs", "local.yaml"))), f, sort_keys=False)
+        yaml.safe_dump(floor_config(load_serve_config(LOCAL_CONFIG)), f, sort_keys=False)
     return path
 
 
@@ -160,7 +159,8 @@ def main() -> None:
         runs, floors = [], []
         floor_args = [*a.run_arg, f"--config={write_floor_config(str(st.data))}"] if a.floor else []
         # NOTE: the workers import bench.floor_app from the repository, which is not installed.
-        floor_env = {"PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
+        repository = str(LOCAL_CONFIG.parents[1])
+        floor_env = {"PYTHONPATH": os.pathsep.join(p for p in (repository, os.environ.get("PYTHONPATH")) if p)}
         for i in range(a.runs):
             order = ["app", "floor"] if i % 2 == 0 else ["floor", "app"]
             for which in order if a.floor else ["app"]:

@@ -117,8 +117,6 @@ class MeanPoolingEncoder:
         so a short text is not padded to a long one's length.
         """
         batch = self._tokenized(texts)
-        if len(texts) == 1:
-            return self._forward(batch)
         lengths = batch["attention_mask"].sum(1).tolist()
         passes = plan_passes(lengths)
         if len(passes) == 1:
