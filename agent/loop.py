@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -25,7 +26,7 @@ from agent.dto import (
     ToolSpec,
     Usage,
 )
-from agent.errors import AgentError, ConflictError, InvalidRequestError
+from agent.errors import AgentError, ConflictError, InvalidRequestError, NotFoundError
 from agent.events import (
     AgentEvent,
     DoneEvent,
@@ -154,7 +155,7 @@ class Agent:
         # NOTE: the recall (an embedding, then a vector search) needs only the user and
         # the message, so it runs while the session and its history are read: behind
         # Serve the embedding is a hop to another replica, hidden this way.
-        recall = self._start_recall(request.user, request.message, turn)
+        recall = self._start_recall(request.user, request.message, request.session_id, turn)
         try:
             async for event in self._turn_with(request, turn, recall):
                 yield event
@@ -283,9 +284,18 @@ class Agent:
             return
         turn.response = response
         if self.memory is not None and self.config.remember_messages:
+            # NOTE: queued, not written: the reply does not wait for the vector store
+            # (behind Serve the write overlaps the reply's hops back); reads of this
+            # user's memory wait for it (SemanticMemory). Only a full queue waits here.
             try:
                 async with asyncio.timeout(self.config.memory_timeout_s):
-                    await self.memory.remember(request.user, request.message, session_id, vector=turn.message_vector)
+                    await self.memory.remember_later(
+                        request.user,
+                        request.message,
+                        session_id,
+                        vector=turn.message_vector,
+                        keep=functools.partial(self._session_stored, session_id, request.user),
+                    )
             except Exception as exc:  # memory is an aid: a failure never fails the turn
                 self.memory.warn("remember", exc)
         yield MessageEvent(message_id=reply.id, content=response.response)
@@ -296,6 +306,14 @@ class Agent:
             steps=steps,
             finish_reason=finish_reason,
         )
+
+    async def _session_stored(self, session_id: str, user: str) -> bool:
+        """Whether the session is still stored (a memory write that lands after its deletion is undone)."""
+        try:
+            await self.store.get_session(session_id, user)
+        except NotFoundError:
+            return False
+        return True
 
     async def _replay(self, response: ChatResponse, turn: _Turn) -> AsyncIterator[AgentEvent]:
         turn.response = response
@@ -308,16 +326,22 @@ class Agent:
             finish_reason="max_steps" if response.finish_reason == "max_steps" else "stop",
         )
 
-    def _start_recall(self, user: str, message: str, turn: _Turn) -> asyncio.Task[list[MemoryHit] | None] | None:
+    def _start_recall(
+        self, user: str, message: str, session_id: str | None, turn: _Turn
+    ) -> asyncio.Task[list[MemoryHit] | None] | None:
         if self.memory is None or self.config.memory_top_k == 0:
             return None
-        return asyncio.ensure_future(self._recall(self.memory, user, message, turn))
+        return asyncio.ensure_future(self._recall(self.memory, user, message, session_id, turn))
 
-    async def _recall(self, memory: SemanticMemory, user: str, message: str, turn: _Turn) -> list[MemoryHit] | None:
+    async def _recall(
+        self, memory: SemanticMemory, user: str, message: str, session_id: str | None, turn: _Turn
+    ) -> list[MemoryHit] | None:
         """The memories for this turn's message, or None when memory failed (logged; the turn goes on)."""
+        k = self.config.memory_top_k + 5
         try:
             async with asyncio.timeout(self.config.memory_timeout_s):  # a stuck Embedding must not hold the turn
-                hits, turn.message_vector = await memory.recall_with_vector(user, message, self.config.memory_top_k + 5)
+                # The session's own hits are dropped (_system_prompt): its queued writes need no wait.
+                hits, turn.message_vector = await memory.recall_with_vector(user, message, k, except_session=session_id)
         except Exception as exc:
             memory.warn("recall", exc)
             return None

@@ -88,6 +88,8 @@ async def serve(a: argparse.Namespace) -> None:
     try:
         await uvicorn.Server(config).serve()
     finally:
+        if agent.memory is not None:
+            await agent.memory.close(timeout_s=10)
         await agent.store.close()
         if agent.memory is not None:
             await agent.memory.store.close()

@@ -32,6 +32,8 @@ from serve_app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+MEMORY_DRAIN_S = 10.0  # how long a stopping replica gives its queued memory writes
+
 
 async def _timed(name: str, coro: Any) -> tuple[str, CheckResult]:
     started = time.perf_counter()
@@ -103,6 +105,12 @@ class AgentDeployment:
         # NOTE: made last: the start-up's imports must not read as load (a new replica
         # reporting a busy core would ask for the next one).
         self._cpu = CpuMeter()
+
+    async def __del__(self) -> None:
+        """Serve's graceful stop, after the last request: store the messages still queued."""
+        # NOTE: bounded well inside graceful_shutdown_timeout_s (60 s in configs/), after
+        # which Serve kills the replica; what is left is logged (SemanticMemory.close).
+        await self.memory.close(timeout_s=MEMORY_DRAIN_S)
 
     async def _ready(self) -> None:
         """Apply migrations once per replica; retried on the next call if the database was down."""
