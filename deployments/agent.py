@@ -110,7 +110,9 @@ class AgentDeployment:
         """Serve's graceful stop, after the last request: store the messages still queued."""
         # NOTE: bounded well inside graceful_shutdown_timeout_s (60 s in configs/), after
         # which Serve kills the replica; what is left is logged (SemanticMemory.close).
-        await self.memory.close(timeout_s=MEMORY_DRAIN_S)
+        memory: SemanticMemory | None = getattr(self, "memory", None)  # None: __init__ failed before it
+        if memory is not None:
+            await memory.close(timeout_s=MEMORY_DRAIN_S)
 
     async def _ready(self) -> None:
         """Apply migrations once per replica; retried on the next call if the database was down."""
