@@ -293,7 +293,7 @@ class Agent:
                         request.user,
                         request.message,
                         session_id,
-                        vector=turn.message_vector,
+                        turn.message_vector,
                         keep=functools.partial(self._session_stored, session_id, request.user),
                     )
             except Exception as exc:  # memory is an aid: a failure never fails the turn

@@ -111,19 +111,19 @@ class SemanticMemory:
     async def remember_later(
         self,
         user_id: str,
-        text: str,
-        session_id: str | None = None,
-        kind: str = "message",
-        vector: list[float] | None = None,
+        message: str,
+        session_id: str | None,
+        vector: list[float] | None,
         keep: Callable[[], Awaitable[bool]] | None = None,
     ) -> MemoryItem:
-        """Queue ``text`` for the background writer and return; waits only while the queue is full.
+        """Queue a turn's ``message`` for the background writer and return; waits only while the queue is full.
 
-        ``keep``: asked once the write has landed; False (its session was deleted
-        meanwhile, perhaps by another replica) deletes the session's memories again.
-        The session's deletion must delete the session before its memories.
+        ``vector``: the recall's, or None (the writer embeds it). ``keep``: asked
+        once the write has landed; False (its session was deleted meanwhile,
+        perhaps by another replica) deletes the session's memories again. The
+        session's deletion must delete the session before its memories.
         """
-        item = self._item(user_id, text, session_id, kind)
+        item = self._item(user_id, message, session_id, "message")
         await self._room.acquire()
         write = _Write(item, vector, keep)
         self._queue.append(write)

@@ -47,6 +47,11 @@ def memory(store: GatedStore, **kw: Any) -> SemanticMemory:
     return SemanticMemory(HashingEmbedder(), store, **kw)  # type: ignore[arg-type]
 
 
+async def queue(mem: SemanticMemory, user: str, message: str, session_id: str) -> MemoryItem:
+    """What a turn does: the message with the vector its recall made."""
+    return await mem.remember_later(user, message, session_id, HashingEmbedder._one(message))
+
+
 async def texts(mem: SemanticMemory, user: str, query: str = "anything") -> list[str]:
     return sorted(h.item.text for h in await mem.recall(user, query, 20))
 
@@ -55,7 +60,7 @@ async def test_remember_later_returns_before_the_store_has_written_and_a_read_wa
     store = GatedStore(InMemoryVectorMemory())
     store.gate.clear()
     mem = memory(store)
-    await asyncio.wait_for(mem.remember_later("u", "my cat is called Miso", "s1"), 1)
+    await asyncio.wait_for(queue(mem, "u", "my cat is called Miso", "s1"), 1)
     await asyncio.wait_for(store.add_started.wait(), 1)
     read = asyncio.ensure_future(texts(mem, "u", "cat"))
     await asyncio.sleep(0.05)
@@ -69,7 +74,7 @@ async def test_a_recall_for_the_turns_own_session_does_not_wait_for_its_writes()
     mem = memory(store)
     await mem.remember("u", "from an earlier session", "s0")
     store.gate.clear()
-    await mem.remember_later("u", "said in this session", "s1")
+    await queue(mem, "u", "said in this session", "s1")
     hits, _ = await asyncio.wait_for(mem.recall_with_vector("u", "session", 5, except_session="s1"), 1)
     assert [h.item.text for h in hits] == ["from an earlier session"]
     other = asyncio.ensure_future(mem.recall_with_vector("u", "session", 5, except_session="s2"))
@@ -84,8 +89,8 @@ async def test_a_forgotten_session_does_not_come_back_from_a_queued_write() -> N
     store = GatedStore(InMemoryVectorMemory())
     store.gate.clear()
     mem = memory(store)
-    await mem.remember_later("u", "a secret to forget", "s1")
-    await mem.remember_later("u", "kept from another session", "s2")
+    await queue(mem, "u", "a secret to forget", "s1")
+    await queue(mem, "u", "kept from another session", "s2")
     forget = asyncio.ensure_future(mem.forget_session("u", "s1"))
     await asyncio.sleep(0.05)
     assert not forget.done()  # the delete waits for the write it must remove
@@ -98,10 +103,10 @@ async def test_writes_queued_while_one_is_stored_go_in_one_add() -> None:
     store = GatedStore(InMemoryVectorMemory())
     store.gate.clear()
     mem = memory(store)
-    await mem.remember_later("a", "first", "s")
+    await queue(mem, "a", "first", "s")
     await asyncio.wait_for(store.add_started.wait(), 1)
     for i in range(5):
-        await mem.remember_later("a" if i % 2 else "b", f"queued {i}", "s")
+        await queue(mem, "a" if i % 2 else "b", f"queued {i}", "s")
     store.gate.set()
     await mem.settled("a")
     await mem.settled("b")
@@ -112,7 +117,7 @@ async def test_writes_queued_while_one_is_stored_go_in_one_add() -> None:
 
 async def test_a_failing_store_drops_the_writes_and_holds_no_reader() -> None:
     mem = memory(GatedStore(InMemoryVectorMemory(), fail=True))
-    await mem.remember_later("u", "lost", "s")
+    await queue(mem, "u", "lost", "s")
     assert await asyncio.wait_for(texts(mem, "u"), 1) == []
     assert mem.dropped == 1
 
@@ -121,11 +126,11 @@ async def test_a_stuck_store_is_given_up_after_write_timeout_s() -> None:
     store = GatedStore(InMemoryVectorMemory())
     store.gate.clear()  # never released
     mem = memory(store, write_timeout_s=0.1)
-    await mem.remember_later("u", "stuck", "s")
+    await queue(mem, "u", "stuck", "s")
     assert await asyncio.wait_for(texts(mem, "u"), 2) == []
     assert mem.dropped == 1
     store.gate.set()
-    await mem.remember_later("u", "the writer goes on", "s")
+    await queue(mem, "u", "the writer goes on", "s")
     assert await asyncio.wait_for(texts(mem, "u"), 2) == ["the writer goes on"]
 
 
@@ -133,9 +138,9 @@ async def test_a_full_queue_makes_remember_later_wait_for_room() -> None:
     store = GatedStore(InMemoryVectorMemory())
     store.gate.clear()
     mem = memory(store, max_pending=2)
-    await mem.remember_later("u", "one", "s")
-    await mem.remember_later("u", "two", "s")
-    third = asyncio.ensure_future(mem.remember_later("u", "three", "s"))
+    await queue(mem, "u", "one", "s")
+    await queue(mem, "u", "two", "s")
+    third = asyncio.ensure_future(queue(mem, "u", "three", "s"))
     await asyncio.sleep(0.05)
     assert not third.done()
     store.gate.set()
@@ -147,7 +152,7 @@ async def test_close_stores_what_is_queued_and_counts_what_it_could_not() -> Non
     store = GatedStore(InMemoryVectorMemory())
     mem = memory(store)
     store.gate.clear()
-    await mem.remember_later("u", "queued before the stop", "s")
+    await queue(mem, "u", "queued before the stop", "s")
     asyncio.get_running_loop().call_later(0.05, store.gate.set)
     assert await mem.close(timeout_s=2) == 0
     assert await texts(mem, "u") == ["queued before the stop"]
@@ -155,8 +160,8 @@ async def test_close_stores_what_is_queued_and_counts_what_it_could_not() -> Non
     stuck = GatedStore(InMemoryVectorMemory())
     stuck.gate.clear()
     mem = memory(stuck)
-    await mem.remember_later("u", "a", "s")
-    await mem.remember_later("u", "b", "s")
+    await queue(mem, "u", "a", "s")
+    await queue(mem, "u", "b", "s")
     assert await asyncio.wait_for(mem.close(timeout_s=0.1), 2) == 2
     assert mem.dropped == 2
     assert await asyncio.wait_for(texts(mem, "u"), 1) == []  # no reader waits on a closed writer
@@ -164,7 +169,7 @@ async def test_close_stores_what_is_queued_and_counts_what_it_could_not() -> Non
 
 async def test_a_message_without_a_vector_is_embedded_by_the_writer() -> None:
     mem = memory(GatedStore(InMemoryVectorMemory()))
-    await mem.remember_later("u", "no vector yet", "s", vector=None)
+    await mem.remember_later("u", "no vector yet", "s", None)
     hits = await mem.recall("u", "no vector yet", 1)
     assert hits[0].item.text == "no vector yet" and hits[0].score == pytest.approx(1.0, abs=1e-6)
 
