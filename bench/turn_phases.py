@@ -5,7 +5,9 @@ sentence model and the tools ``AgentDeployment`` builds, in-process), starts the
 scripted LLM in a thread, wraps every port call a turn makes (embedding, vector
 search and write, session, history, append, each LLM call, the tool) with a
 timer, and runs ``--turns`` turns one after the other. Prints the p50 and mean
-of each, over the turns after the first ``--warmup``::
+of each, over the turns after the first ``--warmup``. The vector write runs in
+the background after the reply (``SemanticMemory.remember_later``), so it is not
+part of TURN, and its time includes waiting for the loop while the next turn runs::
 
     python -m bench.turn_phases                  # ~30 s
     python -m bench.turn_phases --message 'hello'
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -91,10 +94,14 @@ def main() -> None:
     parser.add_argument("--message", default="calc: 17*23", help="the turn (default: goal 1's tool turn)")
     a = parser.parse_args()
     # As the baseline runs: its own data directory, one OpenMP thread, the replicas' collector thresholds.
-    os.environ["AGENTSERVE_DATA_DIR"] = tempfile.mkdtemp(prefix="agentserve-bench-phases-")
+    data = tempfile.mkdtemp(prefix="agentserve-bench-phases-")
+    os.environ["AGENTSERVE_DATA_DIR"] = data
     os.environ["OMP_NUM_THREADS"] = "1"
     ProcessSettings().apply()
-    timings = asyncio.run(run(a.turns, a.warmup, a.message))
+    try:
+        timings = asyncio.run(run(a.turns, a.warmup, a.message))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
     print(f"{'call':<26} {'n':>5} {'p50 ms':>8} {'mean ms':>8}")
     for label, values in timings.items():
         print(f"{label:<26} {len(values):>5} {statistics.median(values):>8.2f} {statistics.mean(values):>8.2f}")
