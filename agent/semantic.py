@@ -39,6 +39,7 @@ class _Write:
     item: MemoryItem
     vector: list[float] | None
     keep: Callable[[], Awaitable[bool]] | None
+    stored: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -84,7 +85,7 @@ class SemanticMemory:
         self._queue: list[_Write] = []  # not yet taken by the writer
         self._pending: dict[str, list[_Write]] = {}  # per user: queued or being written
         self._writer: asyncio.Task[None] | None = None
-        self.dropped = 0  # queued writes that were never stored (failed, timed out, or closed)
+        self.dropped = 0  # queued writes settled without being stored (failed, timed out, or closed)
 
     @staticmethod
     def _item(user_id: str, text: str, session_id: str | None, kind: str) -> MemoryItem:
@@ -141,22 +142,20 @@ class SemanticMemory:
 
     async def close(self, timeout_s: float) -> int:
         """Store what is queued (for up to ``timeout_s``), then stop the writer; returns the writes dropped."""
-        if self._queue or any(self._pending.values()):
-            waits = [w.done.wait() for ws in self._pending.values() for w in ws]
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await asyncio.gather(*waits)
-            except TimeoutError:
-                pass
-        left = len(self._queue) + sum(len(ws) for ws in self._pending.values())
+        waits = [w.done.wait() for ws in self._pending.values() for w in ws]  # the queued ones too
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            pass
+        left = sum(len(ws) for ws in self._pending.values())
         if self._writer is not None:
-            self._writer.cancel()
+            self._writer.cancel()  # its batch is settled as it stops
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         for write in self._queue:  # never taken by the writer: settle them for any reader
             self._settle(write)
         self._queue.clear()
-        self.dropped += left
         if left:
             logger.warning("semantic memory closed with %d message(s) not remembered", left)
         return left
@@ -170,10 +169,7 @@ class SemanticMemory:
             try:
                 async with asyncio.timeout(self.write_timeout_s):
                     await self._write(batch)
-            except TimeoutError as exc:
-                self.dropped += len(batch)
-                self.warn("remember", exc)
-            except Exception as exc:  # memory is an aid: the writer goes on (counted in _write)
+            except Exception as exc:  # memory is an aid: the writer goes on
                 self.warn("remember", exc)
             finally:  # also when cancelled by close()
                 for write in batch:
@@ -186,7 +182,6 @@ class SemanticMemory:
             try:
                 vectors = await self.embedder.embed([w.item.text for w in missing])
             except Exception as exc:  # the writes that have their vector are still stored
-                self.dropped += len(missing)
                 self.warn("remember", exc)
             else:
                 for write, vector in zip(missing, vectors, strict=True):
@@ -194,11 +189,9 @@ class SemanticMemory:
         ready = [w for w in batch if w.vector is not None]
         if not ready:
             return
-        try:
-            await self.store.add([w.item for w in ready], [w.vector for w in ready if w.vector is not None], new=True)
-        except Exception:
-            self.dropped += len(ready)
-            raise
+        await self.store.add([w.item for w in ready], [w.vector for w in ready if w.vector is not None], new=True)
+        for write in ready:
+            write.stored = True
         checks = {(w.item.user_id, w.item.session_id): w.keep for w in ready if w.keep and w.item.session_id}
         for (user_id, session_id), keep in checks.items():
             assert session_id is not None and keep is not None
@@ -210,6 +203,8 @@ class SemanticMemory:
             return
         write.done.set()
         self._room.release()
+        if not write.stored:
+            self.dropped += 1
         mine = self._pending.get(write.item.user_id)
         if mine is not None:
             mine.remove(write)
