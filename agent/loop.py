@@ -338,13 +338,18 @@ class Agent:
     ) -> list[MemoryHit] | None:
         """The memories for this turn's message, or None when memory failed (logged; the turn goes on)."""
         k = self.config.memory_top_k + 5
+        started = time.perf_counter()
+        hits: list[MemoryHit] | None = None
         try:
             async with asyncio.timeout(self.config.memory_timeout_s):  # a stuck Embedding must not hold the turn
                 # The session's own hits are dropped (_system_prompt): its queued writes need no wait.
                 hits, turn.message_vector = await memory.recall_with_vector(user, message, k, except_session=session_id)
-        except Exception as exc:
+            outcome = "ok"
+        except Exception as exc:  # a cancelled turn (CancelledError) is not reported
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
             memory.warn("recall", exc)
-            return None
+        if self.observer is not None:
+            self.observer.on_memory_recall(outcome, time.perf_counter() - started)
         return hits
 
     async def _system_prompt(self, session_id: str, recall: asyncio.Task[list[MemoryHit] | None] | None) -> str:

@@ -236,3 +236,20 @@ class Observer(Protocol):
     def on_tool_call(self, name: str, outcome: str, duration_s: float) -> None:
         """One tool call ended; ``outcome`` is ``ok`` or the ``ToolErrorKind`` value."""
         ...
+
+    def on_memory_recall(self, outcome: str, duration_s: float) -> None:
+        """A turn's recall ended: ``ok``, or ``error``/``timeout`` (the turn went on without memory)."""
+        ...
+
+
+@runtime_checkable
+class MemoryObserver(Protocol):
+    """Told about semantic memory's background writes (metrics); must not raise, and must return quickly."""
+
+    def on_memory_write(self, outcome: str, count: int) -> None:
+        """``count`` messages settled: ``stored``, or ``dropped`` (never reached the vector store)."""
+        ...
+
+    def on_memory_queue(self, delta: int) -> None:
+        """Writes queued or being written moved by ``delta`` (one replica's backlog)."""
+        ...

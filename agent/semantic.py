@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from agent.dto import ToolSpec
 from agent.errors import InvalidRequestError
-from agent.ports import Embedder, MemoryHit, MemoryItem, VectorMemory
+from agent.ports import Embedder, MemoryHit, MemoryItem, MemoryObserver, VectorMemory
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class SemanticMemory:
         write_batch: Queued writes stored per round (one ``add`` per user in it).
         write_timeout_s: One round's bound; a round that takes longer is dropped
             (logged), so a stuck store or Embedding cannot hold the readers.
+        observer: Told how many writes are queued, stored and dropped (metrics).
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class SemanticMemory:
         max_pending: int = 1024,
         write_batch: int = 64,
         write_timeout_s: float = 30.0,
+        observer: MemoryObserver | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -85,7 +87,9 @@ class SemanticMemory:
         self._queue: list[_Write] = []  # not yet taken by the writer
         self._pending: dict[str, list[_Write]] = {}  # per user: queued or being written
         self._writer: asyncio.Task[None] | None = None
-        self.dropped = 0  # queued writes settled without being stored (failed, timed out, or closed)
+        self.observer = observer
+        # Writes not stored: no room before the caller gave up, or failed, timed out or closed.
+        self.dropped = 0
 
     @staticmethod
     def _item(user_id: str, text: str, session_id: str | None, kind: str) -> MemoryItem:
@@ -125,10 +129,16 @@ class SemanticMemory:
         session's deletion must delete the session before its memories.
         """
         item = self._item(user_id, message, session_id, "message")
-        await self._room.acquire()
+        try:
+            await self._room.acquire()
+        except asyncio.CancelledError:  # the caller's timeout: the queue stayed full
+            self._count(stored=0, dropped=1)
+            raise
         write = _Write(item, vector, keep)
         self._queue.append(write)
         self._pending.setdefault(user_id, []).append(write)
+        if self.observer is not None:
+            self.observer.on_memory_queue(1)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_loop())
         return item
@@ -153,8 +163,7 @@ class SemanticMemory:
             self._writer.cancel()  # its batch is settled as it stops
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
-        for write in self._queue:  # never taken by the writer: settle them for any reader
-            self._settle(write)
+        self._settle(self._queue)  # never taken by the writer: settle them for any reader
         self._queue.clear()
         if left:
             logger.warning("semantic memory closed with %d message(s) not remembered", left)
@@ -172,8 +181,7 @@ class SemanticMemory:
             except Exception as exc:  # memory is an aid: the writer goes on
                 self.warn("remember", exc)
             finally:  # also when cancelled by close()
-                for write in batch:
-                    self._settle(write)
+                self._settle(batch)
 
     async def _write(self, batch: list[_Write]) -> None:
         """Embed what has no vector yet (one call), then store the batch (one ``add`` per user)."""
@@ -198,18 +206,30 @@ class SemanticMemory:
             if not await keep():
                 await self.store.delete_session(user_id, session_id)
 
-    def _settle(self, write: _Write) -> None:
-        if write.done.is_set():
-            return
-        write.done.set()
-        self._room.release()
-        if not write.stored:
-            self.dropped += 1
-        mine = self._pending.get(write.item.user_id)
-        if mine is not None:
-            mine.remove(write)
-            if not mine:
-                del self._pending[write.item.user_id]
+    def _settle(self, writes: list[_Write]) -> None:
+        """Wake the writes' readers and free their room; each write is settled once."""
+        stored = dropped = 0
+        for write in writes:
+            if write.done.is_set():
+                continue
+            write.done.set()
+            self._room.release()
+            stored, dropped = (stored + 1, dropped) if write.stored else (stored, dropped + 1)
+            mine = self._pending.get(write.item.user_id)
+            if mine is not None:
+                mine.remove(write)
+                if not mine:
+                    del self._pending[write.item.user_id]
+        if self.observer is not None and stored + dropped:
+            self.observer.on_memory_queue(-(stored + dropped))
+        self._count(stored=stored, dropped=dropped)
+
+    def _count(self, *, stored: int, dropped: int) -> None:
+        self.dropped += dropped
+        if self.observer is not None:
+            for outcome, n in (("stored", stored), ("dropped", dropped)):
+                if n:
+                    self.observer.on_memory_write(outcome, n)
 
     async def recall(self, user_id: str, query: str, k: int) -> list[MemoryHit]:
         return (await self.recall_with_vector(user_id, query, k))[0]

@@ -54,7 +54,8 @@ def build_agent(llm_url: str, args: AgentServeArgs, settings: Settings) -> Agent
         RedisSessionCache(redis_url) if redis_url else InProcessSessionCache(),
     )
     lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
-    memory = SemanticMemory(SentenceTransformerEmbedder(), LanceVectorMemory(lance_uri))
+    observer = MetricsObserver()
+    memory = SemanticMemory(SentenceTransformerEmbedder(), LanceVectorMemory(lance_uri), observer=observer)
     llm = OpenAILLMClient(LLMEndpoint(base_url=llm_url, model="scripted", max_retries=0))
     registry = build_registry()
     return Agent(
@@ -64,7 +65,7 @@ def build_agent(llm_url: str, args: AgentServeArgs, settings: Settings) -> Agent
         args.agent,
         context_window=args.llm.context_window,
         memory=memory,
-        observer=MetricsObserver(),
+        observer=observer,
     )
 
 

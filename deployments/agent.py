@@ -81,7 +81,8 @@ class AgentDeployment:
         )
         self._store_ready = False
         lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
-        self.memory = SemanticMemory(self.embedder, LanceVectorMemory(lance_uri))
+        observer = MetricsObserver()
+        self.memory = SemanticMemory(self.embedder, LanceVectorMemory(lance_uri), observer=observer)
         # NOTE: Serve replaces a replica whose check_health raises; only a long outage does.
         # AGENTSERVE_UNHEALTHY_AFTER_S: the grace for a replica that has been healthy; one
         # that never reached its store fails its first check (serve_app/health_watch.py).
@@ -94,7 +95,7 @@ class AgentDeployment:
             self.args.agent,
             context_window=self.args.llm.context_window,
             memory=self.memory,
-            observer=MetricsObserver(),
+            observer=observer,
         )
         # Migrations at start-up; a database that is down now is retried on first use,
         # so a replica starting during an outage still comes up (and answers 503).

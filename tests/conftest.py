@@ -12,7 +12,7 @@ import pytest
 
 from serve_app.scripted_llm import ScriptedLLMConfig, ScriptedLLMServer
 
-pytest_plugins = ["tests.support.pg_fixtures"]
+pytest_plugins = ["tests.support.pg_fixtures", "tests.support.prom"]
 
 
 @pytest.fixture(scope="session")

@@ -63,10 +63,22 @@ TOOL_CALLS = MetricDef("agentserve_tool_calls", "counter", "Tool calls by tool a
 TOOL_DURATION = MetricDef("agentserve_tool_call_duration_seconds", "histogram", "Tool call time.", ("tool",), LATENCY_S)
 EMBED_BATCH = MetricDef("agentserve_embedding_batch_size", "histogram", "Texts per embedding model call.", (),
                         BATCH_SIZES)  # fmt: skip
+MEMORY_RECALLS = MetricDef("agentserve_memory_recalls", "counter",
+                           "Turns' semantic-memory recalls by outcome (ok; error, timeout: the turn went on without).",
+                           ("outcome",))  # fmt: skip
+MEMORY_RECALL_DURATION = MetricDef("agentserve_memory_recall_duration_seconds", "histogram",
+                                   "A turn's recall: embedding its message and searching the vector store.", (),
+                                   LATENCY_S)  # fmt: skip
+MEMORY_WRITES = MetricDef("agentserve_memory_writes", "counter",
+                          "Turns' messages remembered in the background, by outcome (stored, dropped).",
+                          ("outcome",))  # fmt: skip
+MEMORY_WRITE_QUEUE = MetricDef("agentserve_memory_write_queue", "gauge",
+                               "Messages queued for the vector store or being written, per Agent replica.")  # fmt: skip
 
 METRICS: tuple[MetricDef, ...] = (HTTP_REQUESTS, HTTP_DURATION, RATE_LIMITED, ACTIVE_STREAMS, STORE_ERRORS,
                                   LLM_CALLS, LLM_TOKENS, LLM_TTFT, LLM_TPOT, TOOL_CALLS, TOOL_DURATION,
-                                  EMBED_BATCH)  # fmt: skip
+                                  EMBED_BATCH, MEMORY_RECALLS, MEMORY_RECALL_DURATION, MEMORY_WRITES,
+                                  MEMORY_WRITE_QUEUE)  # fmt: skip
 
 
 class MetricsBackend(Protocol):
@@ -163,6 +175,16 @@ class Metrics:
 
     def embedding_batch(self, size: int) -> None:
         self.backend.observe(EMBED_BATCH, {}, size)
+
+    def memory_recall(self, outcome: str, duration_s: float) -> None:
+        self.backend.inc(MEMORY_RECALLS, {"outcome": outcome}, 1)
+        self.backend.observe(MEMORY_RECALL_DURATION, {}, duration_s)
+
+    def memory_writes(self, outcome: str, count: int) -> None:
+        self.backend.inc(MEMORY_WRITES, {"outcome": outcome}, count)
+
+    def memory_queue(self, delta: int) -> None:
+        self.backend.add(MEMORY_WRITE_QUEUE, {}, delta)
 
 
 _metrics = Metrics(NullBackend())

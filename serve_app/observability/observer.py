@@ -9,7 +9,7 @@ UNKNOWN_TOOL = "_unknown"
 
 
 class MetricsObserver:
-    """``agent.ports.Observer``: LLM calls, tokens, TTFT/TPOT, and tool calls, as metrics."""
+    """``agent.ports.Observer`` and ``MemoryObserver``: LLM and tool calls, semantic memory, as metrics."""
 
     def on_llm_call(
         self,
@@ -31,3 +31,12 @@ class MetricsObserver:
         # NOTE: a name the model made up would be a new label value each time: fold them.
         tool = UNKNOWN_TOOL if outcome == ToolErrorKind.NOT_FOUND else name
         get_metrics().tool_call(tool, outcome, duration_s)
+
+    def on_memory_recall(self, outcome: str, duration_s: float) -> None:
+        get_metrics().memory_recall(outcome, duration_s)
+
+    def on_memory_write(self, outcome: str, count: int) -> None:
+        get_metrics().memory_writes(outcome, count)
+
+    def on_memory_queue(self, delta: int) -> None:
+        get_metrics().memory_queue(delta)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import AgentConfig
 from agent.errors import StoreUnavailableError
@@ -26,6 +25,7 @@ from serve_app.observability.observer import MetricsObserver
 from serve_app.ratelimit.config import LiveRateLimitConfig, RateLimitConfig
 from serve_app.scripted_llm import ScriptedLLMServer
 from tests.support.auth import dev_auth
+from tests.support.prom import sample as _value
 from tools import build_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,25 +80,9 @@ def test_docs_list_exactly_the_registered_metrics() -> None:
     assert sorted(documented) == sorted(d.exported for d in METRICS)
 
 
-def _value(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    raise AssertionError(f"{name}{labels} not in /metrics")
-
-
 class DownStore(InMemoryConversationStore):
     async def list_sessions(self, user_id: str, limit: int = 20, cursor: str | None = None) -> Page[Session]:
         raise StoreUnavailableError("the store is down")
-
-
-@pytest.fixture
-def prometheus() -> Iterator[PrometheusBackend]:
-    backend = PrometheusBackend()
-    set_metrics_backend(backend)
-    yield backend
-    set_metrics_backend(NullBackend())
 
 
 @pytest.fixture

@@ -10,37 +10,12 @@ from typing import Any
 import pytest
 
 from agent.dto import ChatRequest
-from agent.ports import MemoryItem, VectorMemory
+from agent.ports import MemoryItem
 from agent.semantic import SemanticMemory
 from memory.vector_in_memory import InMemoryVectorMemory
 from serve_app.scripted_llm import ScriptedLLMServer
 from tests.support.fake_embedder import HashingEmbedder
-
-
-class GatedStore:
-    """A real vector store whose ``add`` waits for ``gate`` (set: adds go through at once)."""
-
-    def __init__(self, inner: VectorMemory, *, fail: bool = False) -> None:
-        self.inner = inner
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.fail = fail
-        self.adds: list[list[str]] = []  # the texts of each add, as it was called
-        self.add_started = asyncio.Event()
-
-    async def setup(self) -> None:
-        await self.inner.setup()
-
-    async def add(self, items: list[MemoryItem], vectors: list[list[float]], *, new: bool = False) -> None:
-        self.adds.append([i.text for i in items])
-        self.add_started.set()
-        await self.gate.wait()
-        if self.fail:
-            raise ConnectionError("vector store unreachable")
-        await self.inner.add(items, vectors, new=new)
-
-    def __getattr__(self, name: str) -> Any:  # search, delete, delete_session, count
-        return getattr(self.inner, name)
+from tests.support.gated_store import GatedStore
 
 
 def memory(store: GatedStore, **kw: Any) -> SemanticMemory:
