@@ -55,7 +55,11 @@ def build_agent(llm_url: str, args: AgentServeArgs, settings: Settings) -> Agent
     )
     lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
     observer = MetricsObserver()
-    memory = SemanticMemory(SentenceTransformerEmbedder(), LanceVectorMemory(lance_uri), observer=observer)
+    memory = SemanticMemory(
+        SentenceTransformerEmbedder(),
+        LanceVectorMemory(lance_uri, cache_mb=settings.lancedb_cache_mb),
+        observer=observer,
+    )
     llm = OpenAILLMClient(LLMEndpoint(base_url=llm_url, model="scripted", max_retries=0))
     registry = build_registry()
     return Agent(

@@ -9,6 +9,15 @@ searches, also of that user, go on meanwhile, flat). Rows added after the build
 are still found: LanceDB scans unindexed rows exactly and merges them with the
 index's answer; a periodic ``optimize`` folds them into the index and compacts
 the small files each write leaves (300 one-item adds: search 35 ms -> 5 ms).
+
+Tables below the threshold are also kept in the replica's memory, as numpy
+arrays labelled with the table's version (an LRU bounded by ``cache_mb``): a
+search asks LanceDB only for the table's latest version (~0.4 ms), and
+searches the arrays when they are of that version (exact, like the flat scan
+LanceDB would do in ~5-10 ms), else reloads them. The replica's own writes
+update the arrays when the write's commit is the very next version, so a
+user's turns keep them warm; anything else (another replica's write, an
+``optimize``, a delete) makes the next search reload.
 """
 
 from __future__ import annotations
@@ -17,12 +26,15 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 from lancedb.expr import Expr, col, lit
 from lancedb.index import HnswSq
@@ -31,7 +43,7 @@ from lancedb.table import AsyncTable
 from agent.errors import AgentError, StoreUnavailableError
 from agent.ports import MemoryHit, MemoryItem
 from memory.codec import as_utc
-from memory.vector_in_memory import DIM, Matrix, as_matrix, batches_by_user, check_k, memory_not_found
+from memory.vector_in_memory import DIM, Matrix, UserRows, as_matrix, batches_by_user, check_k, memory_not_found
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +77,22 @@ def _store_errors(action: str) -> Iterator[None]:
         raise StoreUnavailableError(f"vector memory unavailable ({action} failed)") from exc
 
 
+ITEM_OVERHEAD_BYTES = 1200  # a cached MemoryItem besides its text and vector (tracemalloc: ~1.2 kB)
+
+
+@dataclass(eq=False)
+class _Cached:
+    """A user's table in memory, as of ``version``."""
+
+    version: int
+    rows: UserRows
+    nbytes: int
+
+
+def _nbytes(items: list[MemoryItem], dim: int) -> int:
+    return sum(len(it.text) + ITEM_OVERHEAD_BYTES for it in items) + 4 * dim * len(items)
+
+
 def _log_failure(job: str, table: AsyncTable, exc: Exception) -> None:
     # A commit conflict means another replica did the same job first: nothing to worry about.
     level = logging.INFO if "commit conflict" in str(exc).lower() else logging.WARNING
@@ -89,6 +117,8 @@ class LanceVectorMemory:
             ``optimize`` runs (compaction, new rows into the index, old versions pruned).
         read_consistency: How stale a table handle may be; ``timedelta(0)`` sees
             other replicas' writes at once (one manifest check per call).
+        cache_mb: Memory for tables kept in the replica (below ``index_threshold``
+            rows), least recently searched dropped first; 0 turns the cache off.
         dim: The vectors' dimension.
     """
 
@@ -101,6 +131,7 @@ class LanceVectorMemory:
         refine_factor: int = 10,
         optimize_every: int = 50,
         read_consistency: timedelta | None = timedelta(0),
+        cache_mb: float = 64.0,
         dim: int = DIM,
     ) -> None:
         self._uri = uri
@@ -120,6 +151,11 @@ class LanceVectorMemory:
         # NOTE: one maintenance job (index build or optimize) at a time per replica: a build
         # takes both cores for tens of seconds at 100k rows.
         self._maintenance = asyncio.Semaphore(1)
+        self._cache_limit = int(cache_mb * 2**20)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()  # by table name, least recently searched first
+        self._cache_bytes = 0
+        self._uncached: set[str] = set()  # tables found past index_threshold rows: searched in LanceDB
+        self.cache_loads = 0  # tables read into memory (a first search, or one after another's write)
 
     async def setup(self) -> None:
         if self._db is None:
@@ -132,6 +168,8 @@ class LanceVectorMemory:
             job.cancel()
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)
         self._tables.clear()
+        self._cache.clear()
+        self._cache_bytes = 0
         self._db = None
 
     async def wait_background(self) -> None:
@@ -161,9 +199,10 @@ class LanceVectorMemory:
                 if not new and await self._holds_any(table, user_id, [items[i].id for i in rows]):
                     merge = table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                     # NOTE: on an AsyncTable, execute() returns an awaitable (typed as the sync result).
-                    await cast("Awaitable[object]", merge.execute(data))
+                    result = await cast("Awaitable[object]", merge.execute(data))
                 else:
-                    await table.add(data)
+                    result = await table.add(data)
+            self._cache_write(table.name, int(getattr(result, "version")), [items[i] for i in rows], unit)  # noqa: B009
             await self._after_write(table)
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
@@ -173,6 +212,9 @@ class LanceVectorMemory:
             table = await self._table(user_id, create=False)
             if table is None:
                 return []
+            cached = await self._cached(table, user_id)
+            if cached is not None:
+                return cached.rows.search(query_vector, k)
             query = (
                 table.query()
                 .nearest_to(query_vector)
@@ -262,6 +304,61 @@ class LanceVectorMemory:
                     table = await self._db.open_table(name)
         self._tables[name] = table
         return table
+
+    async def _cached(self, table: AsyncTable, user_id: str) -> _Cached | None:
+        """The user's table in memory at its latest version (loaded if need be); None: search LanceDB."""
+        name = table.name
+        if not self._cache_limit or name in self._uncached:
+            return None
+        version = await table.version()
+        cached = self._cache.get(name)
+        if cached is None or cached.version != version:
+            # NOTE: the rows read may be newer than ``version`` (a write in between); then the
+            # next search sees a later version and reloads: a label never claims more than it holds.
+            columns = [*ITEM_COLUMNS, "vector"]
+            query = table.query().where(self._owned_by(user_id)).select(columns).limit(self._index_threshold + 1)
+            data = await query.to_arrow()
+            self.cache_loads += 1
+            if data.num_rows > self._index_threshold:
+                self._uncached.add(name)
+                self._cache_drop(name)
+                return None
+            items = [MemoryItem(**row) for row in data.select(ITEM_COLUMNS).to_pylist()]
+            vectors = data.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, self._dim)
+            rows = UserRows(self._dim)
+            rows.upsert(items, np.ascontiguousarray(vectors, dtype=np.float32))
+            self._cache_drop(name)
+            cached = self._cache[name] = _Cached(version, rows, _nbytes(items, self._dim))
+            self._cache_bytes += cached.nbytes
+            self._cache_evict()
+        self._cache.move_to_end(name)
+        return cached
+
+    def _cache_write(self, name: str, version: int, items: list[MemoryItem], vectors: Matrix) -> None:
+        """This replica's write, committed as ``version``: kept in memory only if nothing came between."""
+        cached = self._cache.get(name)
+        if cached is None:
+            return
+        if cached.version != version - 1 or len(cached.rows.items) + len(items) > self._index_threshold:
+            self._cache_drop(name)
+            return
+        stored = [it.model_copy(update={"created_at": as_utc(it.created_at)}) for it in items]
+        cached.rows.upsert(stored, vectors)
+        cached.version = version
+        grown = _nbytes(stored, self._dim)
+        cached.nbytes += grown
+        self._cache_bytes += grown
+        self._cache_evict()
+
+    def _cache_drop(self, name: str) -> None:
+        cached = self._cache.pop(name, None)
+        if cached is not None:
+            self._cache_bytes -= cached.nbytes
+
+    def _cache_evict(self) -> None:
+        while self._cache_bytes > self._cache_limit and self._cache:
+            _, cached = self._cache.popitem(last=False)
+            self._cache_bytes -= cached.nbytes
 
     @staticmethod
     async def _has_vector_index(table: AsyncTable) -> bool:

@@ -6,7 +6,7 @@ import gc
 from pathlib import Path
 from typing import Literal
 
-from pydantic import PositiveInt, SecretStr, model_validator
+from pydantic import Field, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     agentserve_data_dir: str = str(Path.home() / ".agentserve")
     lancedb_uri: str | None = None  # default: <AGENTSERVE_DATA_DIR>/lancedb
+    # Memory per Agent replica for users' tables kept in memory (memory/lance_memory.py); 0: off.
+    lancedb_cache_mb: float = Field(default=64.0, ge=0, le=65536)
 
     @model_validator(mode="after")
     def _production_needs_shared_backends(self) -> Settings:

@@ -309,3 +309,84 @@ async def test_lancedb_failures_are_store_unavailable(tmp_path: Path) -> None:
         assert caught.value.message == "vector memory unavailable (add failed)"
     finally:
         await gone.close()
+
+
+# ---------------------------------------------------------------- the replica's copy of small tables
+
+
+async def _same_answers(cached: LanceVectorMemory, reference: LanceVectorMemory, queries: Vectors) -> None:
+    """Every query gets the same items, in the same order and with the same scores, from both."""
+    for q in as_lists(queries):
+        got = await cached.search("alice", q, k=5)
+        want = await reference.search("alice", q, k=5)
+        assert [h.item for h in got] == [h.item for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+
+
+async def test_a_small_table_is_searched_in_memory_and_follows_every_write(tmp_path: Path) -> None:
+    """A replica's copy answers as LanceDB does, stays warm through its own writes, and
+    reloads after anyone else's write or a delete."""
+    uri = str(tmp_path / "lance")
+    replica, other = LanceVectorMemory(uri), LanceVectorMemory(uri)
+    reference = LanceVectorMemory(uri, cache_mb=0)  # always asks LanceDB
+    for m in (replica, other, reference):
+        await m.setup()
+    queries = random_vectors(6, seed=11)
+    try:
+        data = random_vectors(40, seed=10)
+        await replica.add(items_for("alice", 30), as_lists(data[:30]))
+        await _same_answers(replica, reference, queries)
+        assert replica.cache_loads == 1
+
+        for i in range(30, 35):  # the replica's own writes keep its copy current
+            await replica.add(items_for("alice", 1, f"own{i}"), as_lists(data[i : i + 1]), new=True)
+            hits = await replica.search("alice", as_lists(data[i : i + 1])[0], k=1)
+            assert hits[0].item.id == f"own{i}0" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        await replica.add(items_for("alice", 1), as_lists(data[35:36]))  # replaces m0, an upsert
+        assert replica.cache_loads == 1
+        await _same_answers(replica, reference, queries)
+
+        await other.add(items_for("alice", 4, "theirs"), as_lists(data[36:40]))  # another replica
+        hits = await replica.search("alice", as_lists(data[37:38])[0], k=1)
+        assert hits[0].item.id == "theirs1" and replica.cache_loads == 2
+        await _same_answers(replica, reference, queries)
+
+        await other.add(items_for("alice", 1, "between"), as_lists(data[0:1]), new=True)
+        await replica.add(items_for("alice", 1, "after"), as_lists(data[1:2]), new=True)  # not the next version
+        assert (await replica.search("alice", as_lists(data[0:1])[0], k=2))[0].item.id in {"between0", "m0"}
+        await _same_answers(replica, reference, queries)
+
+        await other.delete("alice", "theirs1")
+        assert (await replica.search("alice", as_lists(data[37:38])[0], k=1))[0].item.id != "theirs1"
+        assert await replica.delete_session("alice", "s1") == 40
+        assert await replica.search("alice", as_lists(data[36:37])[0], k=5) == []
+        await _same_answers(replica, reference, queries)
+    finally:
+        for m in (replica, other, reference):
+            await m.close()
+
+
+async def test_the_copy_is_bounded_and_big_tables_stay_in_lancedb(tmp_path: Path) -> None:
+    uri = str(tmp_path / "lance")
+    small = LanceVectorMemory(uri, cache_mb=0.05, index_threshold=100)  # ~2.7 kB an item: 15 fit, 30 do not
+    reference = LanceVectorMemory(uri, cache_mb=0, index_threshold=100)
+    for m in (small, reference):
+        await m.setup()
+    try:
+        data = random_vectors(150, seed=12)
+        for user, rows in (("alice", data[:15]), ("bob", data[15:30])):
+            await small.add(items_for(user, 15), as_lists(rows))
+        for user in ("alice", "bob", "alice"):
+            await small.search(user, as_lists(data[:1])[0], k=3)
+        assert small.cache_loads == 3  # bob's copy pushed alice's out, so hers was read again
+        assert small._cache_bytes <= small._cache_limit
+
+        await small.add(items_for("alice", 120, "more"), as_lists(data[30:150]))  # past index_threshold
+        await small.wait_background()
+        loads = small.cache_loads
+        for _ in range(3):
+            await _same_answers(small, reference, random_vectors(3, seed=13))
+        assert small.cache_loads == loads + 1  # found too big once, then never read whole again
+    finally:
+        for m in (small, reference):
+            await m.close()
