@@ -10,14 +10,16 @@ are still found: LanceDB scans unindexed rows exactly and merges them with the
 index's answer; a periodic ``optimize`` folds them into the index and compacts
 the small files each write leaves (300 one-item adds: search 35 ms -> 5 ms).
 
-Tables below the threshold are also kept in the replica's memory, as numpy
-arrays labelled with the table's version (an LRU bounded by ``cache_mb``): a
-search asks LanceDB only for the table's latest version (~0.4 ms), and
-searches the arrays when they are of that version (exact, like the flat scan
-LanceDB would do in ~5-10 ms), else reloads them. The replica's own writes
-update the arrays when the write's commit is the very next version, so a
-user's turns keep them warm; anything else (another replica's write, an
-``optimize``, a delete) makes the next search reload.
+Tables below the threshold are also kept in the replica's memory (Arrow
+columns and a numpy matrix, labelled with the table's version; an LRU bounded
+by ``cache_mb``): a search asks LanceDB only for the table's latest version
+(~0.3 ms) and, when the copy is of that version, searches the matrix exactly,
+as LanceDB's flat scan would in ~5-10 ms, making items for the hits only;
+else it reads the table again (one query, as a search would have been). The
+replica's own appends extend the copy when their commit is the very next
+version, so the writes of a user's turns keep it current; anything else
+(another replica's write, an upsert, an ``optimize``, a delete) makes the next
+search read the table again.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from lancedb.table import AsyncTable
 from agent.errors import AgentError, StoreUnavailableError
 from agent.ports import MemoryHit, MemoryItem
 from memory.codec import as_utc
-from memory.vector_in_memory import DIM, Matrix, UserRows, as_matrix, batches_by_user, check_k, memory_not_found
+from memory.vector_in_memory import DIM, Matrix, as_matrix, batches_by_user, check_k, memory_not_found
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +79,37 @@ def _store_errors(action: str) -> Iterator[None]:
         raise StoreUnavailableError(f"vector memory unavailable ({action} failed)") from exc
 
 
-ITEM_OVERHEAD_BYTES = 1200  # a cached MemoryItem besides its text and vector (tracemalloc: ~1.2 kB)
+ID_OVERHEAD_BYTES = 120  # an id in the set of a cached table, besides the Arrow columns
+# Copies found behind someone else's write this many searches in a row: the table is being
+# written through other replicas, so each search would read it whole; LanceDB searches it for a while.
+STALE_LIMIT = 2
 
 
 @dataclass(eq=False)
 class _Cached:
-    """A user's table in memory, as of ``version``."""
+    """A user's table in memory. It holds at least what version ``version`` holds: a table read
+    just as a write committed holds that write's rows too, and a later version reads it again."""
 
     version: int
-    rows: UserRows
-    nbytes: int
+    meta: pa.Table  # ITEM_COLUMNS; row i belongs to vectors[i]
+    vectors: Matrix  # unit rows
+    ids: set[str]
 
+    @property
+    def nbytes(self) -> int:
+        return int(self.meta.nbytes) + self.vectors.nbytes + ID_OVERHEAD_BYTES * len(self.ids)
 
-def _nbytes(items: list[MemoryItem], dim: int) -> int:
-    return sum(len(it.text) + ITEM_OVERHEAD_BYTES for it in items) + 4 * dim * len(items)
+    def search(self, query: Matrix, k: int) -> list[MemoryHit]:
+        if not self.ids:
+            return []
+        scores = self.vectors @ query
+        top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        rows = self.meta.take(pa.array(top)).to_pylist()
+        return [
+            MemoryHit(item=MemoryItem(**row), score=float(np.clip(scores[i], -1.0, 1.0)))
+            for row, i in zip(rows, top, strict=True)
+        ]
 
 
 def _log_failure(job: str, table: AsyncTable, exc: Exception) -> None:
@@ -119,6 +138,8 @@ class LanceVectorMemory:
             other replicas' writes at once (one manifest check per call).
         cache_mb: Memory for tables kept in the replica (below ``index_threshold``
             rows), least recently searched dropped first; 0 turns the cache off.
+        stale_pause_s: How long a table whose copy was behind another writer's
+            writes ``STALE_LIMIT`` searches in a row is searched in LanceDB instead.
         dim: The vectors' dimension.
     """
 
@@ -132,6 +153,7 @@ class LanceVectorMemory:
         optimize_every: int = 50,
         read_consistency: timedelta | None = timedelta(0),
         cache_mb: float = 64.0,
+        stale_pause_s: float = 30.0,
         dim: int = DIM,
     ) -> None:
         self._uri = uri
@@ -156,6 +178,9 @@ class LanceVectorMemory:
         self._cache_bytes = 0
         self._uncached: set[str] = set()  # tables found past index_threshold rows: searched in LanceDB
         self.cache_loads = 0  # tables read into memory (a first search, or one after another's write)
+        self._stale_pause_s = stale_pause_s
+        self._stale: dict[str, int] = {}  # table -> copies found behind, in a row
+        self._paused: dict[str, float] = {}  # table -> until when (monotonic) LanceDB searches it
 
     async def setup(self) -> None:
         if self._db is None:
@@ -199,10 +224,11 @@ class LanceVectorMemory:
                 if not new and await self._holds_any(table, user_id, [items[i].id for i in rows]):
                     merge = table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                     # NOTE: on an AsyncTable, execute() returns an awaitable (typed as the sync result).
-                    result = await cast("Awaitable[object]", merge.execute(data))
+                    await cast("Awaitable[object]", merge.execute(data))
+                    self._cache_drop(table.name)  # rows replaced: the next search reads the table
                 else:
-                    result = await table.add(data)
-            self._cache_write(table.name, int(getattr(result, "version")), [items[i] for i in rows], unit)  # noqa: B009
+                    added = await table.add(data)
+                    self._cache_append(table.name, added.version, data, unit)
             await self._after_write(table)
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
@@ -214,7 +240,7 @@ class LanceVectorMemory:
                 return []
             cached = await self._cached(table, user_id)
             if cached is not None:
-                return cached.rows.search(query_vector, k)
+                return cached.search(query_vector, k)
             query = (
                 table.query()
                 .nearest_to(query_vector)
@@ -306,58 +332,94 @@ class LanceVectorMemory:
         return table
 
     async def _cached(self, table: AsyncTable, user_id: str) -> _Cached | None:
-        """The user's table in memory at its latest version (loaded if need be); None: search LanceDB."""
+        """The user's table in memory, as of its latest version (read if need be); None: search LanceDB."""
         name = table.name
-        if not self._cache_limit or name in self._uncached:
+        if not self._cache_limit or name in self._uncached or self._pause_continues(name):
             return None
         version = await table.version()
         cached = self._cache.get(name)
-        if cached is None or cached.version != version:
-            # NOTE: the rows read may be newer than ``version`` (a write in between); then the
-            # next search sees a later version and reloads: a label never claims more than it holds.
-            columns = [*ITEM_COLUMNS, "vector"]
-            query = table.query().where(self._owned_by(user_id)).select(columns).limit(self._index_threshold + 1)
+        if cached is not None and cached.version >= version:  # versions only grow: a later label is as good
+            self._stale.pop(name, None)
+        else:
+            if cached is not None and self._fell_behind(name):  # written since, not through our appends
+                return None
+            # NOTE: the rows read may be newer than ``version`` (a write in between): a label
+            # never claims more than the rows hold, and a later version reads them again.
+            query = table.query().where(self._owned_by(user_id)).limit(self._index_threshold + 1)
             data = await query.to_arrow()
             self.cache_loads += 1
             if data.num_rows > self._index_threshold:
                 self._uncached.add(name)
                 self._cache_drop(name)
                 return None
-            items = [MemoryItem(**row) for row in data.select(ITEM_COLUMNS).to_pylist()]
             vectors = data.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, self._dim)
-            rows = UserRows(self._dim)
-            rows.upsert(items, np.ascontiguousarray(vectors, dtype=np.float32))
-            self._cache_drop(name)
-            cached = self._cache[name] = _Cached(version, rows, _nbytes(items, self._dim))
-            self._cache_bytes += cached.nbytes
-            self._cache_evict()
-        self._cache.move_to_end(name)
+            meta = data.select(ITEM_COLUMNS).combine_chunks()
+            loaded = _Cached(
+                version, meta, np.ascontiguousarray(vectors, dtype=np.float32), set(meta["id"].to_pylist())
+            )
+            cached = self._cache.get(name)  # a write of this replica may have moved it on meanwhile
+            if cached is None or cached.version < version:
+                self._cache_put(name, loaded)
+                cached = loaded
+        if name in self._cache:  # not when it alone is over the limit
+            self._cache.move_to_end(name)
         return cached
 
-    def _cache_write(self, name: str, version: int, items: list[MemoryItem], vectors: Matrix) -> None:
-        """This replica's write, committed as ``version``: kept in memory only if nothing came between."""
+    def _fell_behind(self, name: str) -> bool:
+        """Count a copy found behind another writer's write; at ``STALE_LIMIT`` in a row, pause the table."""
+        self._stale[name] = self._stale.get(name, 0) + 1
+        if self._stale[name] < STALE_LIMIT:
+            return False
+        del self._stale[name]
+        self._paused[name] = time.monotonic() + self._stale_pause_s
+        self._cache_drop(name)
+        return True
+
+    def _pause_continues(self, name: str) -> bool:
+        until = self._paused.get(name)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._paused[name]
+        return False
+
+    def _cache_append(self, name: str, version: int, data: pa.Table, vectors: Matrix) -> None:
+        """This replica's append, committed as ``version``: added in memory only if nothing came between."""
         cached = self._cache.get(name)
         if cached is None:
             return
-        if cached.version != version - 1 or len(cached.rows.items) + len(items) > self._index_threshold:
+        fresh = data.column("id").to_pylist()
+        if cached.ids.issuperset(fresh):
+            # NOTE: the table was read while this append committed: it holds the rows (which no
+            # version before ``version`` had), so it holds at least ``version``.
+            cached.version = max(cached.version, version)
+            return
+        if cached.version != version - 1 or not cached.ids.isdisjoint(fresh):
+            self._cache_drop(name)  # another write came between: the next search reads the table
+            self._fell_behind(name)
+            return
+        if len(cached.ids) + len(fresh) > self._index_threshold:
             self._cache_drop(name)
             return
-        stored = [it.model_copy(update={"created_at": as_utc(it.created_at)}) for it in items]
-        cached.rows.upsert(stored, vectors)
-        cached.version = version
-        grown = _nbytes(stored, self._dim)
-        cached.nbytes += grown
-        self._cache_bytes += grown
-        self._cache_evict()
+        meta = pa.concat_tables([cached.meta, data.select(ITEM_COLUMNS)])
+        if meta.column(0).num_chunks > 32:  # a take over many small chunks is slower
+            meta = meta.combine_chunks()
+        self._cache_put(
+            name, _Cached(version, meta, np.concatenate([cached.vectors, vectors]), cached.ids | set(fresh))
+        )
+
+    def _cache_put(self, name: str, cached: _Cached) -> None:
+        self._cache_drop(name)
+        self._cache[name] = cached
+        self._cache_bytes += cached.nbytes
+        while self._cache_bytes > self._cache_limit and self._cache:
+            _, evicted = self._cache.popitem(last=False)
+            self._cache_bytes -= evicted.nbytes
 
     def _cache_drop(self, name: str) -> None:
         cached = self._cache.pop(name, None)
         if cached is not None:
-            self._cache_bytes -= cached.nbytes
-
-    def _cache_evict(self) -> None:
-        while self._cache_bytes > self._cache_limit and self._cache:
-            _, cached = self._cache.popitem(last=False)
             self._cache_bytes -= cached.nbytes
 
     @staticmethod

@@ -69,7 +69,7 @@ def memory_not_found(item_id: str) -> NotFoundError:
     return NotFoundError(f"memory '{item_id}' not found", field="item_id")
 
 
-class UserRows:
+class _UserRows:
     """One user's items and their unit vectors, row i of ``vectors`` belonging to ``items[i]``."""
 
     def __init__(self, dim: int) -> None:
@@ -91,15 +91,6 @@ class UserRows:
         self.items.extend(fresh_items)
         self.vectors = np.concatenate([self.vectors, vectors[fresh_rows]])
 
-    def search(self, query: Matrix, k: int) -> list[MemoryHit]:
-        """The ``k`` items closest to the unit vector ``query``, closest first (copies)."""
-        if not self.items:
-            return []
-        scores = self.vectors @ query
-        top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [MemoryHit(item=self.items[i].model_copy(), score=float(np.clip(scores[i], -1.0, 1.0))) for i in top]
-
     def keep(self, mask: npt.NDArray[np.bool_]) -> int:
         """Keep the rows where ``mask`` is true; returns how many were dropped."""
         self.items = [it for it, kept in zip(self.items, mask, strict=True) if kept]
@@ -119,7 +110,7 @@ class InMemoryVectorMemory:
 
     def __init__(self, dim: int = DIM) -> None:
         self._dim = dim
-        self._users: dict[str, UserRows] = {}
+        self._users: dict[str, _UserRows] = {}
 
     async def setup(self) -> None:
         return None
@@ -130,14 +121,19 @@ class InMemoryVectorMemory:
     async def add(self, items: list[MemoryItem], vectors: list[list[float]], *, new: bool = False) -> None:
         # (``new`` changes nothing here: replacing by id costs no more than appending.)
         for user_id, rows, unit in batches_by_user(items, vectors, self._dim):
-            mine = self._users.setdefault(user_id, UserRows(self._dim))
+            mine = self._users.setdefault(user_id, _UserRows(self._dim))
             mine.upsert([items[i].model_copy() for i in rows], unit)
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:
         check_k(k)
         query = as_matrix([vector], self._dim)[0]
         mine = self._users.get(user_id)
-        return [] if mine is None else mine.search(query, k)
+        if mine is None or not mine.items:
+            return []
+        scores = mine.vectors @ query
+        top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [MemoryHit(item=mine.items[i].model_copy(), score=float(np.clip(scores[i], -1.0, 1.0))) for i in top]
 
     async def delete(self, user_id: str, item_id: str) -> None:
         mine = self._users.get(user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import shutil
@@ -342,13 +343,14 @@ async def test_a_small_table_is_searched_in_memory_and_follows_every_write(tmp_p
             await replica.add(items_for("alice", 1, f"own{i}"), as_lists(data[i : i + 1]), new=True)
             hits = await replica.search("alice", as_lists(data[i : i + 1])[0], k=1)
             assert hits[0].item.id == f"own{i}0" and hits[0].score == pytest.approx(1.0, abs=1e-5)
-        await replica.add(items_for("alice", 1), as_lists(data[35:36]))  # replaces m0, an upsert
         assert replica.cache_loads == 1
+        await replica.add(items_for("alice", 1), as_lists(data[35:36]))  # replaces m0: read again
         await _same_answers(replica, reference, queries)
+        assert replica.cache_loads == 2
 
         await other.add(items_for("alice", 4, "theirs"), as_lists(data[36:40]))  # another replica
         hits = await replica.search("alice", as_lists(data[37:38])[0], k=1)
-        assert hits[0].item.id == "theirs1" and replica.cache_loads == 2
+        assert hits[0].item.id == "theirs1" and replica.cache_loads == 3
         await _same_answers(replica, reference, queries)
 
         await other.add(items_for("alice", 1, "between"), as_lists(data[0:1]), new=True)
@@ -368,7 +370,7 @@ async def test_a_small_table_is_searched_in_memory_and_follows_every_write(tmp_p
 
 async def test_the_copy_is_bounded_and_big_tables_stay_in_lancedb(tmp_path: Path) -> None:
     uri = str(tmp_path / "lance")
-    small = LanceVectorMemory(uri, cache_mb=0.05, index_threshold=100)  # ~2.7 kB an item: 15 fit, 30 do not
+    small = LanceVectorMemory(uri, cache_mb=0.035, index_threshold=100)  # ~26 kB a user of 15: one fits, not two
     reference = LanceVectorMemory(uri, cache_mb=0, index_threshold=100)
     for m in (small, reference):
         await m.setup()
@@ -389,4 +391,86 @@ async def test_the_copy_is_bounded_and_big_tables_stay_in_lancedb(tmp_path: Path
         assert small.cache_loads == loads + 1  # found too big once, then never read whole again
     finally:
         for m in (small, reference):
+            await m.close()
+
+
+async def test_a_copy_read_while_its_own_append_committed_does_not_count_the_rows_twice(tmp_path: Path) -> None:
+    """The race, set up by hand: the search read the version before this replica's append
+    committed, and the rows after; the append then finds its rows there and only moves the
+    copy's version on (under load, dropping it made the next search read the table again)."""
+    memory = LanceVectorMemory(str(tmp_path / "lance"))
+    await memory.setup()
+    try:
+        data = random_vectors(3, seed=14)
+        await memory.add(items_for("alice", 2), as_lists(data[:2]))
+        await memory.add(items_for("alice", 1, "raced"), as_lists(data[2:3]), new=True)
+        memory._cache.clear()
+        await memory.search("alice", as_lists(data[:1])[0], k=1)  # read after the append...
+        name = table_name("alice")
+        memory._cache[name].version -= 1  # ...labelled with the version before it
+        table = await memory._table("alice", create=False)
+        assert table is not None
+        raced = (await table.query().where("id = 'raced0'").to_arrow()).select(
+            [*memory._cache[name].meta.column_names, "vector"]
+        )
+        memory._cache_append(name, await table.version(), raced, data[2:3])  # the append's own update, late
+        loads = memory.cache_loads
+        hits = await memory.search("alice", as_lists(data[2:3])[0], k=3)
+        assert [h.item.id for h in hits].count("raced0") == 1
+        assert memory.cache_loads == loads  # the copy was current, not read again
+        other = LanceVectorMemory(str(tmp_path / "lance"))  # and claims no later version than it holds
+        await other.setup()
+        await other.add(items_for("alice", 1, "later"), as_lists(data[1:2]), new=True)
+        await other.close()
+        assert "later0" in {h.item.id for h in await memory.search("alice", as_lists(data[1:2])[0], k=2)}
+    finally:
+        await memory.close()
+
+
+async def test_a_table_written_through_another_replica_is_left_to_lancedb_for_a_while(tmp_path: Path) -> None:
+    """Found behind another replica's writes twice in a row, a copy would be read whole at
+    every search: the table is searched in LanceDB for ``stale_pause_s``, then copied again."""
+    uri = str(tmp_path / "lance")
+    reader, writer = LanceVectorMemory(uri, stale_pause_s=0.3), LanceVectorMemory(uri)
+    for m in (reader, writer):
+        await m.setup()
+    data = random_vectors(8, seed=15)
+    try:
+        await writer.add(items_for("alice", 1, "w0"), as_lists(data[0:1]))
+        assert (await reader.search("alice", as_lists(data[0:1])[0], k=1))[0].item.id == "w00"
+        assert reader.cache_loads == 1
+        for i in range(1, 5):  # each search finds the other replica's latest write
+            await writer.add(items_for("alice", 1, f"w{i}"), as_lists(data[i : i + 1]), new=True)
+            assert (await reader.search("alice", as_lists(data[i : i + 1])[0], k=1))[0].item.id == f"w{i}0"
+        assert reader.cache_loads == 2  # behind once (read again), behind twice: left to LanceDB
+        await asyncio.sleep(0.35)
+        await writer.add(items_for("alice", 1, "w5"), as_lists(data[5:6]), new=True)
+        assert (await reader.search("alice", as_lists(data[5:6])[0], k=1))[0].item.id == "w50"
+        assert reader.cache_loads == 3  # copied again after the pause
+    finally:
+        for m in (reader, writer):
+            await m.close()
+
+
+async def test_a_replica_whose_appends_keep_landing_after_another_s_leaves_the_table_to_lancedb(
+    tmp_path: Path,
+) -> None:
+    """Between this replica's search and its append another replica writes, so the copy can
+    never be extended and each search would read the table whole: that counts as falling
+    behind too, and after two in a row LanceDB searches the table."""
+    uri = str(tmp_path / "lance")
+    one, two = LanceVectorMemory(uri), LanceVectorMemory(uri)
+    for m in (one, two):
+        await m.setup()
+    data = random_vectors(16, seed=16)
+    try:
+        await two.add(items_for("alice", 1, "first"), as_lists(data[0:1]))
+        for i in range(1, 8):
+            await one.search("alice", as_lists(data[i : i + 1])[0], k=1)
+            await two.add(items_for("alice", 1, f"theirs{i}"), as_lists(data[i : i + 1]), new=True)
+            await one.add(items_for("alice", 1, f"mine{i}"), as_lists(data[8 + i : 9 + i]), new=True)
+        assert one.cache_loads == 2  # read, fell behind, read again, fell behind: then left to LanceDB
+        assert (await one.search("alice", as_lists(data[7:8])[0], k=1))[0].item.id == "theirs70"
+    finally:
+        for m in (one, two):
             await m.close()
