@@ -228,7 +228,11 @@ class LanceVectorMemory:
                     self._cache_drop(table.name)  # rows replaced: the next search reads the table
                 else:
                     added = await table.add(data)
-                    self._cache_append(table.name, added.version, data, unit)
+                    try:  # the copy must never fail a write that LanceDB has made
+                        self._cache_append(table.name, added.version, data, unit)
+                    except Exception as exc:
+                        log.warning("vector memory: copy of %s dropped: %s: %s", table.name, type(exc).__name__, exc)
+                        self._cache_drop(table.name)
             await self._after_write(table)
 
     async def search(self, user_id: str, vector: list[float], k: int) -> list[MemoryHit]:

@@ -474,3 +474,24 @@ async def test_a_replica_whose_appends_keep_landing_after_another_s_leaves_the_t
     finally:
         for m in (one, two):
             await m.close()
+
+
+async def test_a_copy_that_cannot_take_a_write_is_dropped_and_the_write_stands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = LanceVectorMemory(str(tmp_path / "lance"))
+    await memory.setup()
+    try:
+        data = random_vectors(2, seed=17)
+        await memory.add(items_for("alice", 1, "a"), as_lists(data[0:1]))
+        await memory.search("alice", as_lists(data[0:1])[0], k=1)  # the copy is made
+
+        def broken(*args: object) -> None:
+            raise ValueError("schema mismatch")
+
+        monkeypatch.setattr(memory, "_cache_append", broken)
+        await memory.add(items_for("alice", 1, "b"), as_lists(data[1:2]), new=True)
+        assert table_name("alice") not in memory._cache
+        assert (await memory.search("alice", as_lists(data[1:2])[0], k=1))[0].item.id == "b0"
+    finally:
+        await memory.close()
