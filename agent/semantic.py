@@ -214,7 +214,10 @@ class SemanticMemory:
                 continue
             write.done.set()
             self._room.release()
-            stored, dropped = (stored + 1, dropped) if write.stored else (stored, dropped + 1)
+            if write.stored:
+                stored += 1
+            else:
+                dropped += 1
             mine = self._pending.get(write.item.user_id)
             if mine is not None:
                 mine.remove(write)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine, Iterator
@@ -45,7 +46,7 @@ from lancedb.table import AsyncTable
 from agent.errors import AgentError, StoreUnavailableError
 from agent.ports import MemoryHit, MemoryItem
 from memory.codec import as_utc
-from memory.vector_in_memory import DIM, Matrix, as_matrix, batches_by_user, check_k, memory_not_found
+from memory.vector_in_memory import DIM, Matrix, as_matrix, batches_by_user, check_k, memory_not_found, top_k
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ class _Cached:
         if not self.ids:
             return []
         scores = self.vectors @ query
-        top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top_k(scores, k)
         rows = self.meta.take(pa.array(top)).to_pylist()
         return [
             MemoryHit(item=MemoryItem(**row), score=float(np.clip(scores[i], -1.0, 1.0)))
@@ -176,11 +176,11 @@ class LanceVectorMemory:
         self._cache_limit = int(cache_mb * 2**20)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()  # by table name, least recently searched first
         self._cache_bytes = 0
-        self._uncached: set[str] = set()  # tables found past index_threshold rows: searched in LanceDB
         self.cache_loads = 0  # tables read into memory (a first search, or one after another's write)
         self._stale_pause_s = stale_pause_s
         self._stale: dict[str, int] = {}  # table -> copies found behind, in a row
-        self._paused: dict[str, float] = {}  # table -> until when (monotonic) LanceDB searches it
+        # table -> until when (monotonic) LanceDB searches it; forever past index_threshold rows
+        self._paused: dict[str, float] = {}
 
     async def setup(self) -> None:
         if self._db is None:
@@ -338,7 +338,7 @@ class LanceVectorMemory:
     async def _cached(self, table: AsyncTable, user_id: str) -> _Cached | None:
         """The user's table in memory, as of its latest version (read if need be); None: search LanceDB."""
         name = table.name
-        if not self._cache_limit or name in self._uncached or self._pause_continues(name):
+        if not self._cache_limit or self._pause_continues(name):
             return None
         version = await table.version()
         cached = self._cache.get(name)
@@ -353,7 +353,7 @@ class LanceVectorMemory:
             data = await query.to_arrow()
             self.cache_loads += 1
             if data.num_rows > self._index_threshold:
-                self._uncached.add(name)
+                self._paused[name] = math.inf
                 self._cache_drop(name)
                 return None
             vectors = data.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, self._dim)

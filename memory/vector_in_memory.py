@@ -34,6 +34,13 @@ def as_matrix(vectors: list[list[float]], dim: int) -> Matrix:
     return unit
 
 
+def top_k(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Positions of the ``k`` highest scores, highest first (ties in position order)."""
+    top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+    ordered: npt.NDArray[np.intp] = top[np.argsort(-scores[top], kind="stable")]
+    return ordered
+
+
 def check_k(k: int) -> None:
     if k < 1:
         raise InvalidRequestError("k must be at least 1", field="k")
@@ -131,9 +138,10 @@ class InMemoryVectorMemory:
         if mine is None or not mine.items:
             return []
         scores = mine.vectors @ query
-        top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [MemoryHit(item=mine.items[i].model_copy(), score=float(np.clip(scores[i], -1.0, 1.0))) for i in top]
+        return [
+            MemoryHit(item=mine.items[i].model_copy(), score=float(np.clip(scores[i], -1.0, 1.0)))
+            for i in top_k(scores, k)
+        ]
 
     async def delete(self, user_id: str, item_id: str) -> None:
         mine = self._users.get(user_id)
