@@ -253,3 +253,17 @@ class MemoryObserver(Protocol):
     def on_memory_queue(self, delta: int) -> None:
         """Writes queued or being written moved by ``delta`` (one replica's backlog)."""
         ...
+
+
+@runtime_checkable
+class VectorSearchObserver(Protocol):
+    """Told how a vector store answered each search (metrics); must not raise, and must return quickly."""
+
+    def on_vector_search(self, path: str) -> None:
+        """One search: ``copy`` (the replica's copy of the table), ``read`` (the table read into a copy
+        first), ``lancedb`` (searched in the store itself) or ``empty`` (the user has no table)."""
+        ...
+
+    def on_vector_cache(self, delta_bytes: int) -> None:
+        """The memory the replica's copies take moved by ``delta_bytes``."""
+        ...

@@ -57,7 +57,7 @@ def build_agent(llm_url: str, args: AgentServeArgs, settings: Settings) -> Agent
     observer = MetricsObserver()
     memory = SemanticMemory(
         SentenceTransformerEmbedder(),
-        LanceVectorMemory(lance_uri, cache_mb=settings.lancedb_cache_mb),
+        LanceVectorMemory(lance_uri, cache_mb=settings.lancedb_cache_mb, observer=observer),
         observer=observer,
     )
     llm = OpenAILLMClient(LLMEndpoint(base_url=llm_url, model="scripted", max_retries=0))

@@ -27,7 +27,9 @@ from bench.stacks import (
     check_turn,
     driver_ceiling,
     measured,
+    ray_metrics_url,
     replica_counts,
+    vector_searches,
     verdict,
 )
 
@@ -84,6 +86,12 @@ def main() -> None:
             run_wrk(f"{url}/api/chat", 1, 3, body=json.dumps(TOOL_TURN), expect=TOOL_EXPECT)  # warm-up
         runs = run_rounds(urls, a.rounds, a.seconds, st.roles)
         st.results["rounds"] = runs
+        # How each stack's recalls searched (the Agent's copy of the table, or LanceDB); the
+        # baseline's page is current, Ray's export lags by seconds: wait for the rounds' turns.
+        searched = {"baseline": vector_searches(f"{base}/metrics")}
+        turns = sum(m["load"]["requests"] for m in runs["serve"]) if searched["baseline"] else 0
+        searched["serve"] = vector_searches(ray_metrics_url(), at_least=turns, wait_s=30)
+        st.results["vector_searches"] = searched
         st.results["replicas"] = replica_counts()
         summary = {name: summarise(r) for name, r in runs.items()}
         st.results["summary"] = summary
@@ -99,6 +107,8 @@ def main() -> None:
     cpu = {name: runs[name][-1]["cpu_ms_per_turn"] for name in runs}
     for name, parts in cpu.items():
         print(f"{name} CPU ms/turn (last round): " + ", ".join(f"{k} {v:g}" for k, v in parts.items()))
+    for name, paths in searched.items():
+        print(f"{name} vector searches by path: " + (", ".join(f"{k} {v}" for k, v in sorted(paths.items())) or "none"))
     print(f"wrote {out}")
 
 

@@ -339,5 +339,33 @@ def driver_ceiling(url: str, concurrency: int, seconds: float = 4) -> dict[str, 
     return result
 
 
+VECTOR_SEARCHES = "ray_agentserve_memory_vector_searches_total"
+
+
+def vector_searches(metrics_url: str, at_least: int = 0, wait_s: float = 0.0) -> dict[str, int]:
+    """How a stack's vector searches were answered (``copy``, ``read``, ``lancedb``, ``empty``),
+    from its ``/metrics`` page; waits up to ``wait_s`` for ``at_least`` in all (Ray exports late)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        paths: dict[str, int] = {}
+        for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=10).text):
+            for sample in family.samples:
+                if sample.name == VECTOR_SEARCHES:
+                    path = sample.labels["path"]
+                    paths[path] = paths.get(path, 0) + int(sample.value)
+        if sum(paths.values()) >= at_least or time.monotonic() >= deadline:
+            return paths
+        time.sleep(1.0)
+
+
+def ray_metrics_url() -> str:
+    """Where this process's local Ray cluster exports its (and the replicas') metrics."""
+    import ray
+
+    return f"http://127.0.0.1:{ray.nodes()[0]['MetricsExportPort']}/metrics"
+
+
 def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"

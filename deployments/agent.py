@@ -82,9 +82,8 @@ class AgentDeployment:
         self._store_ready = False
         lance_uri = settings.lancedb_uri or os.path.join(settings.agentserve_data_dir, "lancedb")
         observer = MetricsObserver()
-        self.memory = SemanticMemory(
-            self.embedder, LanceVectorMemory(lance_uri, cache_mb=settings.lancedb_cache_mb), observer=observer
-        )
+        vectors = LanceVectorMemory(lance_uri, cache_mb=settings.lancedb_cache_mb, observer=observer)
+        self.memory = SemanticMemory(self.embedder, vectors, observer=observer)
         # NOTE: Serve replaces a replica whose check_health raises; only a long outage does.
         # AGENTSERVE_UNHEALTHY_AFTER_S: the grace for a replica that has been healthy; one
         # that never reached its store fails its first check (serve_app/health_watch.py).

@@ -44,7 +44,7 @@ from lancedb.index import HnswSq
 from lancedb.table import AsyncTable
 
 from agent.errors import AgentError, StoreUnavailableError
-from agent.ports import MemoryHit, MemoryItem
+from agent.ports import MemoryHit, MemoryItem, VectorSearchObserver
 from memory.codec import as_utc
 from memory.vector_in_memory import DIM, Matrix, as_matrix, batches_by_user, check_k, memory_not_found, top_k
 
@@ -141,6 +141,7 @@ class LanceVectorMemory:
         stale_pause_s: How long a table whose copy was behind another writer's
             writes ``STALE_LIMIT`` searches in a row is searched in LanceDB instead.
         dim: The vectors' dimension.
+        observer: Told how each search was answered and what the copies take (metrics).
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class LanceVectorMemory:
         cache_mb: float = 64.0,
         stale_pause_s: float = 30.0,
         dim: int = DIM,
+        observer: VectorSearchObserver | None = None,
     ) -> None:
         self._uri = uri
         self._index_threshold = index_threshold
@@ -181,6 +183,7 @@ class LanceVectorMemory:
         self._stale: dict[str, int] = {}  # table -> copies found behind, in a row
         # table -> until when (monotonic) LanceDB searches it; forever past index_threshold rows
         self._paused: dict[str, float] = {}
+        self._observer = observer
 
     async def setup(self) -> None:
         if self._db is None:
@@ -194,7 +197,7 @@ class LanceVectorMemory:
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)
         self._tables.clear()
         self._cache.clear()
-        self._cache_bytes = 0
+        self._cache_moved(-self._cache_bytes)
         self._db = None
 
     async def wait_background(self) -> None:
@@ -241,8 +244,10 @@ class LanceVectorMemory:
         with _store_errors("search"):
             table = await self._table(user_id, create=False)
             if table is None:
+                self._searched("empty")
                 return []
-            cached = await self._cached(table, user_id)
+            cached, path = await self._cached(table, user_id)
+            self._searched(path)
             if cached is not None:
                 return cached.search(query_vector, k)
             query = (
@@ -335,18 +340,21 @@ class LanceVectorMemory:
         self._tables[name] = table
         return table
 
-    async def _cached(self, table: AsyncTable, user_id: str) -> _Cached | None:
-        """The user's table in memory, as of its latest version (read if need be); None: search LanceDB."""
+    async def _cached(self, table: AsyncTable, user_id: str) -> tuple[_Cached | None, str]:
+        """The user's table in memory, as of its latest version (read if need be), and the search's
+        path (``copy``, ``read``); None and ``lancedb``: search LanceDB."""
         name = table.name
         if not self._cache_limit or self._pause_continues(name):
-            return None
+            return None, "lancedb"
         version = await table.version()
         cached = self._cache.get(name)
+        path = "copy"
         if cached is not None and cached.version >= version:  # versions only grow: a later label is as good
             self._stale.pop(name, None)
         else:
             if cached is not None and self._fell_behind(name):  # written since, not through our appends
-                return None
+                return None, "lancedb"
+            path = "read"
             # NOTE: the rows read may be newer than ``version`` (a write in between): a label
             # never claims more than the rows hold, and a later version reads them again.
             query = table.query().where(self._owned_by(user_id)).limit(self._index_threshold + 1)
@@ -355,7 +363,7 @@ class LanceVectorMemory:
             if data.num_rows > self._index_threshold:
                 self._paused[name] = math.inf
                 self._cache_drop(name)
-                return None
+                return None, "lancedb"
             vectors = data.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, self._dim)
             meta = data.select(ITEM_COLUMNS).combine_chunks()
             loaded = _Cached(
@@ -367,7 +375,7 @@ class LanceVectorMemory:
                 cached = loaded
         if name in self._cache:  # not when it alone is over the limit
             self._cache.move_to_end(name)
-        return cached
+        return cached, path
 
     def _fell_behind(self, name: str) -> bool:
         """Count a copy found behind another writer's write; at ``STALE_LIMIT`` in a row, pause the table."""
@@ -416,15 +424,24 @@ class LanceVectorMemory:
     def _cache_put(self, name: str, cached: _Cached) -> None:
         self._cache_drop(name)
         self._cache[name] = cached
-        self._cache_bytes += cached.nbytes
+        self._cache_moved(cached.nbytes)
         while self._cache_bytes > self._cache_limit and self._cache:
             _, evicted = self._cache.popitem(last=False)
-            self._cache_bytes -= evicted.nbytes
+            self._cache_moved(-evicted.nbytes)
 
     def _cache_drop(self, name: str) -> None:
         cached = self._cache.pop(name, None)
         if cached is not None:
-            self._cache_bytes -= cached.nbytes
+            self._cache_moved(-cached.nbytes)
+
+    def _cache_moved(self, delta: int) -> None:
+        self._cache_bytes += delta
+        if self._observer is not None and delta:
+            self._observer.on_vector_cache(delta)
+
+    def _searched(self, path: str) -> None:
+        if self._observer is not None:
+            self._observer.on_vector_search(path)
 
     @staticmethod
     async def _has_vector_index(table: AsyncTable) -> bool:

@@ -74,11 +74,17 @@ MEMORY_WRITES = MetricDef("agentserve_memory_writes", "counter",
                           ("outcome",))  # fmt: skip
 MEMORY_WRITE_QUEUE = MetricDef("agentserve_memory_write_queue", "gauge",
                                "Messages queued for the vector store or being written, per Agent replica.")  # fmt: skip
+VECTOR_SEARCHES = MetricDef("agentserve_memory_vector_searches", "counter",
+                            "Vector searches by path: copy (the replica's copy of the table), read (the table "
+                            "read into a copy first), lancedb (searched in the store), empty (no table).",
+                            ("path",))  # fmt: skip
+VECTOR_CACHE_BYTES = MetricDef("agentserve_memory_vector_cache_bytes", "gauge",
+                               "Memory taken by the copies of small vector tables, per Agent replica.")  # fmt: skip
 
 METRICS: tuple[MetricDef, ...] = (HTTP_REQUESTS, HTTP_DURATION, RATE_LIMITED, ACTIVE_STREAMS, STORE_ERRORS,
                                   LLM_CALLS, LLM_TOKENS, LLM_TTFT, LLM_TPOT, TOOL_CALLS, TOOL_DURATION,
                                   EMBED_BATCH, MEMORY_RECALLS, MEMORY_RECALL_DURATION, MEMORY_WRITES,
-                                  MEMORY_WRITE_QUEUE)  # fmt: skip
+                                  MEMORY_WRITE_QUEUE, VECTOR_SEARCHES, VECTOR_CACHE_BYTES)  # fmt: skip
 
 
 class MetricsBackend(Protocol):
@@ -185,6 +191,12 @@ class Metrics:
 
     def memory_queue(self, delta: int) -> None:
         self.backend.add(MEMORY_WRITE_QUEUE, {}, delta)
+
+    def vector_search(self, path: str) -> None:
+        self.backend.inc(VECTOR_SEARCHES, {"path": path}, 1)
+
+    def vector_cache(self, delta_bytes: int) -> None:
+        self.backend.add(VECTOR_CACHE_BYTES, {}, delta_bytes)
 
 
 _metrics = Metrics(NullBackend())

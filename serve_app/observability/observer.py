@@ -9,7 +9,8 @@ UNKNOWN_TOOL = "_unknown"
 
 
 class MetricsObserver:
-    """``agent.ports.Observer`` and ``MemoryObserver``: LLM and tool calls, semantic memory, as metrics."""
+    """``agent.ports.Observer``, ``MemoryObserver`` and ``VectorSearchObserver``: LLM and tool calls,
+    semantic memory and its vector store, as metrics."""
 
     def on_llm_call(
         self,
@@ -40,3 +41,9 @@ class MetricsObserver:
 
     def on_memory_queue(self, delta: int) -> None:
         get_metrics().memory_queue(delta)
+
+    def on_vector_search(self, path: str) -> None:
+        get_metrics().vector_search(path)
+
+    def on_vector_cache(self, delta_bytes: int) -> None:
+        get_metrics().vector_cache(delta_bytes)

@@ -19,6 +19,9 @@ from agent.errors import InvalidRequestError, NotFoundError, StoreUnavailableErr
 from agent.ports import MemoryItem, VectorMemory
 from memory.lance_memory import LanceVectorMemory, table_name
 from memory.vector_in_memory import DIM, InMemoryVectorMemory
+from serve_app.observability import PrometheusBackend
+from serve_app.observability.observer import MetricsObserver
+from tests.support.prom import sample
 
 Vectors = npt.NDArray[np.float32]
 
@@ -495,3 +498,48 @@ async def test_a_copy_that_cannot_take_a_write_is_dropped_and_the_write_stands(
         assert (await memory.search("alice", as_lists(data[1:2])[0], k=1))[0].item.id == "b0"
     finally:
         await memory.close()
+
+
+async def test_each_search_is_counted_by_the_path_that_answered_it(
+    tmp_path: Path, prometheus: PrometheusBackend
+) -> None:
+    """The metrics that say whether the copies serve: a search of a user with no table, one
+    that reads the table, one from the copy (also after the replica's own append), one read
+    again after another replica's write, one left to LanceDB; the copies' bytes follow."""
+    uri = str(tmp_path / "lance")
+    memory, other = LanceVectorMemory(uri, observer=MetricsObserver()), LanceVectorMemory(uri)
+    for m in (memory, other):
+        await m.setup()
+    data = random_vectors(8, seed=18)
+
+    def searches(path: str) -> float:
+        return sample(prometheus.render().decode(), "ray_agentserve_memory_vector_searches_total", 0.0, path=path)
+
+    def cache_bytes() -> float:
+        return sample(prometheus.render().decode(), "ray_agentserve_memory_vector_cache_bytes")
+
+    try:
+        assert await memory.search("bob", as_lists(data[0:1])[0], k=1) == []
+        await memory.add(items_for("alice", 3), as_lists(data[:3]))
+        await memory.search("alice", as_lists(data[0:1])[0], k=1)
+        await memory.search("alice", as_lists(data[1:2])[0], k=1)
+        await memory.add(items_for("alice", 1, "own"), as_lists(data[3:4]), new=True)
+        assert (await memory.search("alice", as_lists(data[3:4])[0], k=1))[0].item.id == "own0"
+        assert [searches(p) for p in ("empty", "read", "copy", "lancedb")] == [1, 1, 2, 0]
+        assert cache_bytes() == memory._cache_bytes > 0
+
+        for i in (4, 5):  # behind another replica's write once (read again), twice (left to LanceDB)
+            await other.add(items_for("alice", 1, f"theirs{i}"), as_lists(data[i : i + 1]), new=True)
+            assert (await memory.search("alice", as_lists(data[i : i + 1])[0], k=1))[0].item.id == f"theirs{i}0"
+        assert [searches(p) for p in ("empty", "read", "copy", "lancedb")] == [1, 2, 2, 1]
+        assert cache_bytes() == memory._cache_bytes == 0  # the copy was dropped with the pause
+
+        await memory.search("carol", as_lists(data[0:1])[0], k=1)
+        await memory.add(items_for("carol", 2), as_lists(data[6:8]))
+        await memory.search("carol", as_lists(data[6:7])[0], k=1)
+        assert cache_bytes() > 0
+        await memory.close()
+        assert cache_bytes() == 0
+    finally:
+        for m in (memory, other):
+            await m.close()
