@@ -315,6 +315,7 @@ class LanceVectorMemory:
             # NOTE: num_deleted_rows is there at runtime (0.40) but missing from the type stubs.
             deleted = int(getattr(result, "num_deleted_rows"))  # noqa: B009
         if deleted:
+            self._cache_drop(table.name)  # the next search reads the table (not another writer's doing)
             await self._after_write(table)
         return deleted
 
@@ -487,3 +488,8 @@ class LanceVectorMemory:
                 await table.optimize()
             except Exception as exc:
                 _log_failure("optimize", table, exc)
+            finally:
+                # NOTE: the rows are the same, the version is not. Dropped, the copy is read again
+                # at the next search, which a copy found behind would count as another writer's
+                # doing (every 50 writes, two of those in a row left the table to LanceDB for 30 s).
+                self._cache_drop(table.name)

@@ -543,3 +543,72 @@ async def test_each_search_is_counted_by_the_path_that_answered_it(
     finally:
         for m in (memory, other):
             await m.close()
+
+
+class _Paths:
+    """A ``VectorSearchObserver`` that keeps the paths."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def on_vector_search(self, path: str) -> None:
+        self.paths.append(path)
+
+    def on_vector_cache(self, delta_bytes: int) -> None:
+        return None
+
+
+async def test_the_replica_s_own_optimize_and_deletes_do_not_hand_the_table_to_lancedb(tmp_path: Path) -> None:
+    """An ``optimize`` (every ``optimize_every`` writes, in the background, while turns go on)
+    and a delete made by this replica move the table's version as another writer's write
+    would: the copy is read again, but that is not falling behind, so the table is never
+    left to LanceDB (under goal 1's turn it was, for 30 s after each optimize)."""
+    uri = str(tmp_path / "lance")
+    seen = _Paths()
+    memory = LanceVectorMemory(uri, optimize_every=3, observer=seen)
+    reference = LanceVectorMemory(uri, cache_mb=0)
+    for m in (memory, reference):
+        await m.setup()
+    data = random_vectors(30, seed=19)
+    try:
+        await memory.add(items_for("alice", 2), as_lists(data[:2]))
+        for i in range(2, 26):  # a turn: recall, then its message remembered
+            hits = await memory.search("alice", as_lists(data[i - 1 : i])[0], k=1)
+            assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+            await memory.add(items_for("alice", 1, f"t{i}"), as_lists(data[i : i + 1]), new=True)
+            if i % 4 == 0:
+                await memory.wait_background()
+            if i in (13, 14):  # two deletes, each followed by a search: not two falls behind
+                await memory.delete("alice", f"t{i - 8}0")
+        await memory.wait_background()
+        await _same_answers(memory, reference, random_vectors(4, seed=20))
+        assert "lancedb" not in seen.paths
+        assert seen.paths.count("read") >= 3  # the optimizes and the delete did make it read again
+    finally:
+        for m in (memory, reference):
+            await m.close()
+
+
+async def test_after_its_own_optimize_one_other_writer_does_not_hand_the_table_to_lancedb(tmp_path: Path) -> None:
+    """The copy a replica's own optimize left behind is dropped with the job, so the
+    replica's next append is not counted as falling behind, nor is another writer's
+    write after it counted twice."""
+    uri = str(tmp_path / "lance")
+    seen = _Paths()
+    memory, other = LanceVectorMemory(uri, optimize_every=2, observer=seen), LanceVectorMemory(uri)
+    for m in (memory, other):
+        await m.setup()
+    data = random_vectors(6, seed=21)
+    try:
+        await memory.add(items_for("alice", 1, "a"), as_lists(data[0:1]))
+        await memory.search("alice", as_lists(data[0:1])[0], k=1)
+        await memory.add(items_for("alice", 1, "b"), as_lists(data[1:2]), new=True)  # the second write: optimize
+        await memory.wait_background()
+        await memory.add(items_for("alice", 1, "c"), as_lists(data[2:3]), new=True)
+        await memory.search("alice", as_lists(data[2:3])[0], k=1)
+        await other.add(items_for("alice", 1, "d"), as_lists(data[3:4]), new=True)
+        assert (await memory.search("alice", as_lists(data[3:4])[0], k=1))[0].item.id == "d0"
+        assert seen.paths == ["read", "read", "read"]
+    finally:
+        for m in (memory, other):
+            await m.close()
