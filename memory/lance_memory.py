@@ -380,6 +380,8 @@ class LanceVectorMemory:
 
     def _fell_behind(self, name: str) -> bool:
         """Count a copy found behind another writer's write; at ``STALE_LIMIT`` in a row, pause the table."""
+        if name in self._jobs:  # this replica's own optimize (or index build) is moving the version
+            return False
         self._stale[name] = self._stale.get(name, 0) + 1
         if self._stale[name] < STALE_LIMIT:
             return False
