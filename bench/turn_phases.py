@@ -4,8 +4,8 @@ Builds the baseline's agent (``bench.baseline.build_agent``: the stores, the
 sentence model and the tools ``AgentDeployment`` builds, in-process), starts the
 scripted LLM in a thread, wraps every port call a turn makes (embedding, vector
 search and write, session, history, append, each LLM call, the tool) with a
-timer, and runs ``--turns`` turns one after the other. Prints the p50 and mean
-of each, over the turns after the first ``--warmup``. The vector write runs in
+timer, and runs ``--turns`` turns one after the other. Prints the p50, mean,
+p99 and max of each, over the turns after the first ``--warmup``. The vector write runs in
 the background after the reply (``SemanticMemory.remember_later``), so it is not
 part of TURN, and its time includes waiting for the loop while the next turn runs::
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import shutil
 import statistics
@@ -79,6 +80,8 @@ async def run(turns: int, warmup: int, message: str) -> Timings:
         time_calls(agent.store, "append", "append (store the turn)", timings)
         time_stream(agent.llm, "stream_chat", "LLM call", timings)
         time_calls(agent.tools, "execute", "tool", timings)
+        gc.collect()  # as the baseline and every Serve replica after start-up
+        gc.freeze()
         for _ in range(turns):
             started = time.perf_counter()
             await agent.chat(ChatRequest(message=message, user_id="bench"))
@@ -102,9 +105,13 @@ def main() -> None:
         timings = asyncio.run(run(a.turns, a.warmup, a.message))
     finally:
         shutil.rmtree(data, ignore_errors=True)
-    print(f"{'call':<26} {'n':>5} {'p50 ms':>8} {'mean ms':>8}")
+    print(f"{'call':<26} {'n':>5} {'p50 ms':>8} {'mean ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for label, values in timings.items():
-        print(f"{label:<26} {len(values):>5} {statistics.median(values):>8.2f} {statistics.mean(values):>8.2f}")
+        p99 = statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+        print(
+            f"{label:<26} {len(values):>5} {statistics.median(values):>8.2f} {statistics.mean(values):>8.2f} "
+            f"{p99:>8.2f} {max(values):>8.2f}"
+        )
 
 
 if __name__ == "__main__":
