@@ -27,9 +27,9 @@ from bench.stacks import (
     check_turn,
     driver_ceiling,
     measured,
-    ray_metrics_url,
+    print_searches,
     replica_counts,
-    vector_searches,
+    searches_by_stack,
     verdict,
 )
 
@@ -86,11 +86,8 @@ def main() -> None:
             run_wrk(f"{url}/api/chat", 1, 3, body=json.dumps(TOOL_TURN), expect=TOOL_EXPECT)  # warm-up
         runs = run_rounds(urls, a.rounds, a.seconds, st.roles)
         st.results["rounds"] = runs
-        # How each stack's recalls searched (the Agent's copy of the table, or LanceDB); the
-        # baseline's page is current, Ray's export lags by seconds: wait for the rounds' turns.
-        searched = {"baseline": vector_searches(f"{base}/metrics")}
-        turns = sum(m["load"]["requests"] for m in runs["serve"]) if searched["baseline"] else 0
-        searched["serve"] = vector_searches(ray_metrics_url(), at_least=turns, wait_s=30)
+        # How each stack's recalls searched (the Agent's copy of the table, or LanceDB).
+        searched = searches_by_stack(base, sum(m["load"]["requests"] for m in runs["serve"]))
         st.results["vector_searches"] = searched
         st.results["replicas"] = replica_counts()
         summary = {name: summarise(r) for name, r in runs.items()}
@@ -107,8 +104,7 @@ def main() -> None:
     cpu = {name: runs[name][-1]["cpu_ms_per_turn"] for name in runs}
     for name, parts in cpu.items():
         print(f"{name} CPU ms/turn (last round): " + ", ".join(f"{k} {v:g}" for k, v in parts.items()))
-    for name, paths in searched.items():
-        print(f"{name} vector searches by path: " + (", ".join(f"{k} {v}" for k, v in sorted(paths.items())) or "none"))
+    print_searches(searched)
     print(f"wrote {out}")
 
 

@@ -367,5 +367,19 @@ def ray_metrics_url() -> str:
     return f"http://127.0.0.1:{ray.nodes()[0]['MetricsExportPort']}/metrics"
 
 
+def searches_by_stack(baseline_url: str, serve_turns: int) -> dict[str, dict[str, int]]:
+    """Each stack's vector searches by path so far (none with semantic memory off). The
+    baseline's page is current; Ray's export lags by seconds: wait for ``serve_turns``."""
+    searched = {"baseline": vector_searches(f"{baseline_url}/metrics")}
+    at_least = serve_turns if searched["baseline"] else 0
+    searched["serve"] = vector_searches(ray_metrics_url(), at_least=at_least, wait_s=30)
+    return searched
+
+
+def print_searches(searched: dict[str, dict[str, int]]) -> None:
+    for name, paths in searched.items():
+        print(f"{name} vector searches by path: " + (", ".join(f"{k} {v}" for k, v in sorted(paths.items())) or "none"))
+
+
 def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"

@@ -31,8 +31,10 @@ from bench.stacks import (
     check_turn,
     driver_ceiling,
     measured,
+    print_searches,
     ratio,
     replica_counts,
+    searches_by_stack,
     verdict,
 )
 
@@ -105,6 +107,9 @@ def main() -> None:
             }
         st.results["rounds"] = runs
         st.results["summary"] = summary
+        serve_turns = sum(m["load"]["requests"] for wl in runs for m in runs[wl]["serve"])
+        searched = searches_by_stack(base, serve_turns)  # with --agent '{}' (semantic memory on)
+        st.results["vector_searches"] = searched
         st.results["replicas"] = replica_counts()
         out = st.write()
 
@@ -121,6 +126,7 @@ def main() -> None:
         print(f"goal 2 ({wl}): Serve / baseline turns/s = {r} (goal ≥ {goal}): {verdict(r >= goal)}")
         for name, x in stacks.items():
             print(f"  {name} CPU ms/turn: " + ", ".join(f"{k} {v:g}" for k, v in x["cpu_ms_per_turn"].items()))
+    print_searches(searched)
     print(f"replicas at the end: {st.results['replicas']}\nwrote {out}")
 
 

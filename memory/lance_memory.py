@@ -84,6 +84,7 @@ ID_OVERHEAD_BYTES = 120  # an id in the set of a cached table, besides the Arrow
 # Copies found behind someone else's write this many searches in a row: the table is being
 # written through other replicas, so each search would read it whole; LanceDB searches it for a while.
 STALE_LIMIT = 2
+OWN_VERSIONS_KEPT = 256  # per table, the replica's own latest commits
 
 
 @dataclass(eq=False)
@@ -181,6 +182,10 @@ class LanceVectorMemory:
         self.cache_loads = 0  # tables read into memory (a first search, or one after another's write)
         self._stale_pause_s = stale_pause_s
         self._stale: dict[str, int] = {}  # table -> copies found behind, in a row
+        # table -> versions this replica's writes committed: a copy behind only these is not
+        # behind another writer (its optimize: see _optimize)
+        self._own: dict[str, set[int]] = {}
+        self._writing: dict[str, int] = {}  # table -> this replica's writes committing now
         # table -> until when (monotonic) LanceDB searches it; forever past index_threshold rows
         self._paused: dict[str, float] = {}
         self._observer = observer
@@ -227,10 +232,14 @@ class LanceVectorMemory:
                 if not new and await self._holds_any(table, user_id, [items[i].id for i in rows]):
                     merge = table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                     # NOTE: on an AsyncTable, execute() returns an awaitable (typed as the sync result).
-                    await cast("Awaitable[object]", merge.execute(data))
+                    with self._own_write(table.name):
+                        merged = await cast("Awaitable[Any]", merge.execute(data))
+                        self._committed(table.name, int(merged.version))
                     self._cache_drop(table.name)  # rows replaced: the next search reads the table
                 else:
-                    added = await table.add(data)
+                    with self._own_write(table.name):
+                        added = await table.add(data)
+                        self._committed(table.name, added.version)
                     try:  # the copy must never fail a write that LanceDB has made
                         self._cache_append(table.name, added.version, data, unit)
                     except Exception as exc:
@@ -311,7 +320,9 @@ class LanceVectorMemory:
             table = await self._table(user_id, create=False)
             if table is None:
                 return 0
-            result = await table.delete(where)
+            with self._own_write(table.name):
+                result = await table.delete(where)
+                self._committed(table.name, int(result.version))
             # NOTE: num_deleted_rows is there at runtime (0.40) but missing from the type stubs.
             deleted = int(getattr(result, "num_deleted_rows"))  # noqa: B009
         if deleted:
@@ -353,8 +364,8 @@ class LanceVectorMemory:
         if cached is not None and cached.version >= version:  # versions only grow: a later label is as good
             self._stale.pop(name, None)
         else:
-            if cached is not None and self._fell_behind(name):  # written since, not through our appends
-                return None, "lancedb"
+            if cached is not None and self._foreign(name, cached.version, version) and self._fell_behind(name):
+                return None, "lancedb"  # written through other replicas: LanceDB searches it for a while
             path = "read"
             # NOTE: the rows read may be newer than ``version`` (a write in between): a label
             # never claims more than the rows hold, and a later version reads them again.
@@ -380,8 +391,6 @@ class LanceVectorMemory:
 
     def _fell_behind(self, name: str) -> bool:
         """Count a copy found behind another writer's write; at ``STALE_LIMIT`` in a row, pause the table."""
-        if name in self._jobs:  # this replica's own optimize (or index build) is moving the version
-            return False
         self._stale[name] = self._stale.get(name, 0) + 1
         if self._stale[name] < STALE_LIMIT:
             return False
@@ -389,6 +398,30 @@ class LanceVectorMemory:
         self._paused[name] = time.monotonic() + self._stale_pause_s
         self._cache_drop(name)
         return True
+
+    @contextmanager
+    def _own_write(self, name: str) -> Iterator[None]:
+        """Around one of this replica's commits, until its version is recorded."""
+        self._writing[name] = self._writing.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self._writing[name] -= 1
+            if not self._writing[name]:
+                del self._writing[name]
+
+    def _committed(self, name: str, version: int) -> None:
+        own = self._own.setdefault(name, set())
+        own.add(version)
+        if len(own) > OWN_VERSIONS_KEPT:
+            own.discard(min(own))
+
+    def _foreign(self, name: str, since: int, upto: int) -> bool:
+        """Whether a version after ``since``, up to ``upto``, was committed by another writer."""
+        if self._writing.get(name) or name in self._jobs:
+            return False  # a commit of this replica's may be there, not yet known by its version
+        own = self._own.get(name, set())
+        return any(v not in own for v in range(since + 1, upto + 1))
 
     def _pause_continues(self, name: str) -> bool:
         until = self._paused.get(name)
@@ -412,7 +445,8 @@ class LanceVectorMemory:
             return
         if cached.version != version - 1 or not cached.ids.isdisjoint(fresh):
             self._cache_drop(name)  # another write came between: the next search reads the table
-            self._fell_behind(name)
+            if self._foreign(name, cached.version, version - 1):
+                self._fell_behind(name)
             return
         if len(cached.ids) + len(fresh) > self._index_threshold:
             self._cache_drop(name)
@@ -426,6 +460,8 @@ class LanceVectorMemory:
 
     def _cache_put(self, name: str, cached: _Cached) -> None:
         self._cache_drop(name)
+        if name in self._own:  # versions the copy holds need no account any more
+            self._own[name] = {v for v in self._own[name] if v > cached.version}
         self._cache[name] = cached
         self._cache_moved(cached.nbytes)
         while self._cache_bytes > self._cache_limit and self._cache:

@@ -668,3 +668,71 @@ async def test_a_search_while_the_replica_s_own_optimize_runs_is_not_falling_beh
         finish.set()
         for m in (memory, other):
             await m.close()
+
+
+async def test_one_replica_s_searches_and_appends_at_once_never_hand_the_table_to_lancedb(tmp_path: Path) -> None:
+    """Under load one replica reads its table while its own appends commit, so a copy is
+    found behind versions that this replica wrote: that is not another writer, and the
+    table is not paused (in `bench.throughput` with semantic memory on, the baseline, one
+    process, searched LanceDB on a quarter of its turns)."""
+    uri = str(tmp_path / "lance")
+    seen = _Paths()
+    memory = LanceVectorMemory(uri, observer=seen, optimize_every=7)
+    reference = LanceVectorMemory(uri, cache_mb=0)
+    for m in (memory, reference):
+        await m.setup()
+    data = random_vectors(160, seed=24)
+    try:
+        await memory.add(items_for("alice", 10), as_lists(data[:10]))
+        for i in range(10, 160, 6):
+            await asyncio.gather(
+                *(memory.search("alice", as_lists(data[j : j + 1])[0], k=3) for j in range(i - 6, i)),
+                *(
+                    memory.add(items_for("alice", 1, f"t{j}"), as_lists(data[j : j + 1]), new=True)
+                    for j in range(i, i + 6)
+                ),
+            )
+        await memory.wait_background()
+        await _same_answers(memory, reference, random_vectors(4, seed=25))
+        assert "lancedb" not in seen.paths, " ".join(seen.paths)
+    finally:
+        for m in (memory, reference):
+            await m.close()
+
+
+async def test_a_copy_behind_only_the_replica_s_own_commit_is_not_behind_another_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search that asked for the version just before the replica's own append committed,
+    and read the table just after, labels its copy with the version before (set up here by
+    holding ``version()`` back once): the next search reads the table again, but the
+    version it finds is the replica's own, so one other writer's write after it does not
+    pause the table."""
+    uri = str(tmp_path / "lance")
+    seen = _Paths()
+    memory, other = LanceVectorMemory(uri, observer=seen), LanceVectorMemory(uri)
+    for m in (memory, other):
+        await m.setup()
+    data = random_vectors(4, seed=26)
+    try:
+        await memory.add(items_for("alice", 1, "a"), as_lists(data[0:1]))
+        table = await memory._table("alice", create=False)
+        assert table is not None
+        before = await table.version()
+        await memory.add(items_for("alice", 1, "b"), as_lists(data[1:2]), new=True)  # no copy yet
+        version = table.version
+
+        async def held_back() -> int:
+            monkeypatch.setattr(table, "version", version)
+            return before
+
+        monkeypatch.setattr(table, "version", held_back)
+        assert (await memory.search("alice", as_lists(data[1:2])[0], k=1))[0].item.id == "b0"
+        assert memory._cache[table_name("alice")].version == before  # holds b, labelled before it
+        assert (await memory.search("alice", as_lists(data[1:2])[0], k=1))[0].item.id == "b0"
+        await other.add(items_for("alice", 1, "c"), as_lists(data[2:3]), new=True)
+        assert (await memory.search("alice", as_lists(data[2:3])[0], k=1))[0].item.id == "c0"
+        assert seen.paths == ["read", "read", "read"]
+    finally:
+        for m in (memory, other):
+            await m.close()
