@@ -52,6 +52,8 @@ AGENT_POLICY = {
     "policy_kwargs": {"target_cpu_per_replica": 0.75},
 }
 
+AGENT_ROUTER = "deployments.routing.UserAffinityRouter"
+
 # NOTE: max_ongoing_requests is explicit everywhere: Ray 2.60's default of 5
 # collapses throughput under concurrent load. Fractional CPUs let the whole app
 # (and the local model) fit on 2 cores.
@@ -67,6 +69,11 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
         "autoscaling_config": {**_autoscaling(1, 4, 32), "policy": AGENT_POLICY},
         "ray_actor_options": {"num_cpus": 0.25},
         "graceful_shutdown_timeout_s": 60,
+        # A user's calls go to one Agent replica while its load is within 16 calls of the
+        # least busy one, so its copies of the user's memory table and sessions stay current
+        # (deployments/routing.py). A config's `request_router_config` overrides it, e.g.
+        # `request_router_class: ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter`.
+        "request_router_config": {"request_router_class": AGENT_ROUTER},
     },
     "ToolExecutor": {
         "max_ongoing_requests": 128,
