@@ -31,6 +31,7 @@ WRK_INSTALL_HINT = "install it with `apt-get install -y wrk` (Debian/Ubuntu), or
 LUA = r"""
 wrk.method = "%(method)s"
 %(body)s
+%(bodies)s
 wrk.headers["Content-Type"] = "application/json"
 local expect = %(expect)s
 local threads = {}
@@ -46,6 +47,16 @@ function done(summary, latency, requests)
     .. '"timeout":%%d,"mismatched":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%f}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout, m,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+# Each request takes the next body of the list (per wrk thread), e.g. one per user.
+BODIES = """
+local bodies = {%s}
+local sent = 0
+function request()
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, bodies[(sent %% #bodies) + 1])
 end
 """
 
@@ -103,6 +114,14 @@ def require_wrk(install: bool = False) -> str:
     return path
 
 
+def user_bodies(body: str | None, users: int) -> list[str]:
+    """``body`` (a JSON object) once per user, each with its own ``user_id``."""
+    if body is None:
+        raise ValueError("users > 1 needs a JSON body")
+    parsed = json.loads(body)
+    return [json.dumps({**parsed, "user_id": f"bench-user-{i}"}) for i in range(users)]
+
+
 def _lua_string(text: str) -> str:
     if "]==]" in text:
         raise ValueError("text must not contain ']==]'")
@@ -116,6 +135,7 @@ def run_wrk(
     body: str | None = None,
     expect: str | None = None,
     timeout_s: float = 30.0,
+    users: int = 1,
 ) -> LoadResult:
     """Drive ``url`` with ``connections`` concurrent clients for ``duration_s`` seconds.
 
@@ -127,12 +147,15 @@ def run_wrk(
         expect: Text every 2xx answer must contain; others count as ``mismatched``.
         timeout_s: wrk drops answers slower than this from the histogram and counts
             them as errors, so it is far above any latency we expect.
+        users: With more than 1, requests take turns among ``body`` with ``"user_id":
+            "bench-user-<i>"`` added, i from 0 to ``users - 1``.
     """
     wrk = require_wrk()
     threads = max(1, min(connections, os.cpu_count() or 1))
     script = LUA % {
         "method": "POST" if body is not None else "GET",
         "body": f"wrk.body = {_lua_string(body)}" if body is not None else "",
+        "bodies": BODIES % ", ".join(_lua_string(b) for b in user_bodies(body, users)) if users > 1 else "",
         "expect": _lua_string(expect) if expect else "nil",
         "response": RESPONSE_CHECK if expect else "",
     }

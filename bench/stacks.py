@@ -306,13 +306,19 @@ def settle(quiet_cores: float = 0.4, max_wait_s: float = 20.0) -> dict[str, floa
 
 
 def measured(
-    url: str, concurrency: int, seconds: float, roles: dict[int, str], body: dict[str, str], expect: str
+    url: str,
+    concurrency: int,
+    seconds: float,
+    roles: dict[int, str],
+    body: dict[str, str],
+    expect: str,
+    users: int = 1,
 ) -> dict[str, Any]:
     """One wrk run, once the machine is quiet, with the CPU time of every process this benchmark started, by role."""
     quiet = settle()
     pids = [os.getpid(), *procs.descendants(os.getpid())]
     before = procs.snapshot(pids)
-    load: LoadResult = run_wrk(url, concurrency, seconds, body=json.dumps(body), expect=expect)
+    load: LoadResult = run_wrk(url, concurrency, seconds, body=json.dumps(body), expect=expect, users=users)
     after = procs.snapshot([os.getpid(), *procs.descendants(os.getpid())])
     cpu = procs.cpu_by_role(before, after, roles)
     wall = after.wall_s - before.wall_s

@@ -11,7 +11,9 @@ alternating between the stacks:
 Each of the 64 wrk connections is a client sending turns back to back (each
 turn a new session). Semantic memory is off unless ``--agent`` turns it on: every
 turn comes from one user, whose LanceDB table would grow by a row a turn through
-the run and make the later workload pay for the earlier one's rows. ::
+the run and make the later workload pay for the earlier one's rows. ``--users N``
+spreads the turns over N users (the Agent's user-affinity routing matters only
+with several Agent replicas and several users). ::
 
     python -m bench.throughput               # ~3 min
 """
@@ -53,6 +55,12 @@ def main() -> None:
     add_common_args(parser)
     parser.set_defaults(agent=MEMORY_OFF)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=1,
+        help="turns take turns among this many users (each its own memory table); the goal's workload is 1",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10, help="per round, stack and workload")
     parser.add_argument(
@@ -78,12 +86,19 @@ def main() -> None:
             runs[wl] = {name: [] for name in urls}
             for url in urls.values():
                 check_turn(url, body, expect, tools)
-                run_wrk(f"{url}/api/chat", c, a.warmup_s if i == 0 else 4, body=json.dumps(body), expect=expect)
+                run_wrk(
+                    f"{url}/api/chat",
+                    c,
+                    a.warmup_s if i == 0 else 4,
+                    body=json.dumps(body),
+                    expect=expect,
+                    users=a.users,
+                )
             print(f"  {wl}: Serve's replicas after the warm-up: {replica_counts()}", flush=True)
             for r in range(a.rounds):
                 order = list(urls) if r % 2 == 0 else list(reversed(urls))
                 for name in order:
-                    m = measured(f"{urls[name]}/api/chat", c, a.seconds, st.roles, body, expect)
+                    m = measured(f"{urls[name]}/api/chat", c, a.seconds, st.roles, body, expect, a.users)
                     runs[wl][name].append(m)
                     x = m["load"]
                     print(

@@ -44,7 +44,7 @@ USER_ARGUMENT: dict[str, int] = {
     "list_messages": 1,
     "delete_session": 1,
 }
-DEFAULT_MAX_IMBALANCE = 16
+DEFAULT_MAX_IMBALANCE = 32
 
 
 def user_of_call(method: str, args: Sequence[Any]) -> str | None:
@@ -75,7 +75,7 @@ def pick(ranked: Sequence[R], everyone: Sequence[R], load: Callable[[R], int], m
 class UserAffinityRouter(ConsistentHashRouter):
     """Ray's consistent-hash router keyed on the Agent call's user, with a bound on load.
 
-    Kwargs (``request_router_config.request_router_kwargs``): ``max_imbalance`` (16): how many
+    Kwargs (``request_router_config.request_router_kwargs``): ``max_imbalance`` (32): how many
     more ongoing calls than the least busy replica a user's replica may hold before the next
     one on the ring takes the call; ``num_virtual_nodes`` (100) as Ray's router. Every replica
     is on each user's list, so a full replica's calls go round the ring, not back to the queue.

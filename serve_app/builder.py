@@ -69,10 +69,12 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
         "autoscaling_config": {**_autoscaling(1, 4, 32), "policy": AGENT_POLICY},
         "ray_actor_options": {"num_cpus": 0.25},
         "graceful_shutdown_timeout_s": 60,
-        # A user's calls go to one Agent replica while its load is within 16 calls of the
+        # A user's calls go to one Agent replica while it holds at most 32 calls more than the
         # least busy one, so its copies of the user's memory table and sessions stay current
-        # (deployments/routing.py). A config's `request_router_config` overrides it, e.g.
-        # `request_router_class: ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter`.
+        # (deployments/routing.py; with 16, a saturated pair of replicas passed 15% of calls
+        # on, with 32 under 1%: docs/benchmarks.md). A config's `request_router_config`
+        # overrides it: `request_router_kwargs: {max_imbalance: N}`, or Serve's default router
+        # (`ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter`).
         "request_router_config": {"request_router_class": AGENT_ROUTER},
     },
     "ToolExecutor": {
