@@ -69,3 +69,24 @@ def test_the_agent_deployment_routes_with_the_user_affinity_router() -> None:
     assert DEPLOYMENT_OPTIONS["Agent"]["request_router_config"]["request_router_class"] == AGENT_ROUTER
     module, _, name = AGENT_ROUTER.rpartition(".")
     assert getattr(__import__(module, fromlist=[name]), name).__name__ == "UserAffinityRouter"
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "8", True])
+def test_a_bad_max_imbalance_is_refused_naming_it(bad: object) -> None:
+    from deployments.routing import UserAffinityRouter
+
+    router = object.__new__(UserAffinityRouter)  # initialize_state alone: no Serve handle needed
+    with pytest.raises(ValueError, match="max_imbalance"):
+        router.initialize_state(max_imbalance=bad)
+
+
+def test_the_whole_ring_is_the_users_list_unless_told_otherwise() -> None:
+    from deployments.routing import DEFAULT_MAX_IMBALANCE, UserAffinityRouter
+
+    router = object.__new__(UserAffinityRouter)
+    router._deployment_id = "Agent"  # read by the parent's log line
+    router.initialize_state()
+    assert router._max_imbalance == DEFAULT_MAX_IMBALANCE
+    assert router._num_fallback_replicas >= 1_000
+    router.initialize_state(max_imbalance=4, num_fallback_replicas=1)
+    assert (router._max_imbalance, router._num_fallback_replicas) == (4, 1)
