@@ -73,8 +73,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
         # least busy one, so its copies of the user's memory table and sessions stay current
         # (deployments/routing.py; with 16, a saturated pair of replicas passed 15% of calls
         # on, with 32 under 1%: docs/benchmarks.md). A config's `request_router_config`
-        # overrides it: `request_router_kwargs: {max_imbalance: N}`, or Serve's default router
-        # (`ray.serve._private.request_router.pow_2_router.PowerOfTwoChoicesRequestRouter`).
+        # replaces it as a whole: the class and `request_router_kwargs: {max_imbalance: N}`
+        # together, or Serve's default router (README, "User affinity").
         "request_router_config": {"request_router_class": AGENT_ROUTER},
     },
     "ToolExecutor": {
