@@ -91,6 +91,7 @@ class UserAffinityRouter(ConsistentHashRouter):
             raise ValueError(f"max_imbalance must be a non-negative int, got {max_imbalance!r}")
         self._max_imbalance = max_imbalance
         self._unsent: dict[Any, deque[float]] = {}  # replica id -> when each call routed to it was
+        self._ongoing: dict[Any, int] = {}  # replica id -> calls this caller sent it, not finished
         kwargs.setdefault("num_fallback_replicas", 1_000_000)  # the whole ring: see pick()
         super().initialize_state(**kwargs)
 
@@ -111,13 +112,15 @@ class UserAffinityRouter(ConsistentHashRouter):
         now = time.monotonic()
 
         def load(replica: Any) -> int:
-            # NOTE: what this caller last knew (its own sends and finished calls, and the
-            # replica's own count on each probe or refusal; unknown for 10 s counts as idle),
-            # plus the calls routed to it and not sent yet.
+            # NOTE: this caller's own calls on the replica, sent and not finished or routed and
+            # not sent yet. Not Serve's queue-length cache: a replica's count reported on a send
+            # can overwrite finishes seen meanwhile, and after a burst such leftovers kept a
+            # user off its replica for the cache's 10 s. Each caller (Ingress replica) balances
+            # its own calls, so their sum is balanced too; a full replica still refuses calls.
             unsent = self._unsent.get(replica.replica_id)
             while unsent and unsent[0] < now - self.UNSENT_FOR_S:
                 unsent.popleft()
-            return (self._replica_queue_len_cache.get(replica.replica_id) or 0) + len(unsent or ())
+            return self._ongoing.get(replica.replica_id, 0) + len(unsent or ())
 
         order = pick(ranked, candidate_replicas, load, self._max_imbalance)
         self._unsent.setdefault(order[0].replica_id, deque()).append(now)
@@ -127,13 +130,23 @@ class UserAffinityRouter(ConsistentHashRouter):
         super().on_send_request(replica_id)
         unsent = self._unsent.get(replica_id)
         if unsent:
-            unsent.popleft()  # now in the queue-length cache
+            unsent.popleft()  # sent now
+        self._ongoing[replica_id] = self._ongoing.get(replica_id, 0) + 1
+
+    def on_request_completed(self, replica_id: Any, internal_request_id: str) -> None:
+        # NOTE: Serve calls this once per sent call however it ends (a stream when it ends,
+        # a refused call when cancelled); also for a call that failed before it was sent.
+        super().on_request_completed(replica_id, internal_request_id)
+        if self._ongoing.get(replica_id, 0) > 0:
+            self._ongoing[replica_id] -= 1
 
     def update_replicas(self, replicas: list[Any]) -> None:
         super().update_replicas(replicas)
-        for gone in set(self._unsent) - self._replica_id_set:
-            del self._unsent[gone]
+        for state in (self._unsent, self._ongoing):
+            for gone in set(state) - self._replica_id_set:
+                del state[gone]
 
     def on_replica_actor_died(self, replica_id: Any) -> None:
         super().on_replica_actor_died(replica_id)
         self._unsent.pop(replica_id, None)
+        self._ongoing.pop(replica_id, None)

@@ -58,9 +58,10 @@ async def test_each_users_calls_go_to_one_replica_and_users_spread_over_replicas
 
 
 async def test_a_busy_users_calls_spread_over_replicas_within_the_bound(who: Any) -> None:
-    calls = [who.chat.remote(ChatRequest(message="hi", user_id="busy"), 2.0) for _ in range(24)]
-    by_replica = Counter(await asyncio.gather(*calls))
-    assert len(by_replica) == 3, by_replica
-    assert max(by_replica.values()) - min(by_replica.values()) <= 2 * MAX_IMBALANCE, by_replica
-    # Once the rush is over, the user is back on one replica.
-    assert len({await who.chat.remote(ChatRequest(message="hi", user_id="busy")) for _ in range(4)}) == 1
+    for _ in range(2):
+        calls = [who.chat.remote(ChatRequest(message="hi", user_id="busy"), 1.0) for _ in range(24)]
+        by_replica = Counter(await asyncio.gather(*calls))
+        assert len(by_replica) == 3, by_replica
+        assert max(by_replica.values()) - min(by_replica.values()) <= 2 * MAX_IMBALANCE, by_replica
+        # Once the rush is over, the user is back on one replica at once (nothing left counted).
+        assert len({await who.chat.remote(ChatRequest(message="hi", user_id="busy")) for _ in range(4)}) == 1
