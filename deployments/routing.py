@@ -76,13 +76,14 @@ class UserAffinityRouter(ConsistentHashRouter):
     """Ray's consistent-hash router keyed on the Agent call's user, with a bound on load.
 
     Kwargs (``request_router_config.request_router_kwargs``): ``max_imbalance`` (32): how many
-    more ongoing calls than the least busy replica a user's replica may hold before the next
-    one on the ring takes the call; ``num_virtual_nodes`` (100) as Ray's router. Every replica
-    is on each user's list, so a full replica's calls go round the ring, not back to the queue.
+    more of this caller's ongoing calls than the least busy replica a user's replica may hold
+    before the next one on the ring takes the call; ``num_virtual_nodes`` (100) as Ray's router.
+    Every replica is on each user's list, so a full replica's calls go round the ring, not
+    back to the queue.
     """
 
     # How long a routed call counts toward its replica's load before it is sent: a burst of
-    # calls is routed before any of them is sent (and counted in Serve's queue-length cache).
+    # calls is routed before any of them is sent (and counted as sent).
     UNSENT_FOR_S = 1.0
 
     def initialize_state(self, **kwargs: Any) -> None:
