@@ -326,7 +326,7 @@ class LanceVectorMemory:
             # NOTE: num_deleted_rows is there at runtime (0.40) but missing from the type stubs.
             deleted = int(getattr(result, "num_deleted_rows"))  # noqa: B009
         if deleted:
-            self._cache_drop(table.name)  # the next search reads the table (not another writer's doing)
+            self._cache_drop(table.name)  # deleted rows leave the replica's memory now, not at the next search
             await self._after_write(table)
         return deleted
 

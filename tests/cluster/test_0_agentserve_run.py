@@ -73,16 +73,17 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
         assert gcs, text
         # NOTE: /ready answers for the Ingress, the Agent and its store; the Embedding may still be
         # starting then (a turn goes on without memories meanwhile), so Serve says DEPLOYING a while.
+        app_running = re.compile(r"agentserve:\n\s+status: RUNNING")
         status_deadline = time.monotonic() + 120
         while True:
             status = subprocess.run(
                 [exe, "status", "--ray-address", gcs.group(1)], env=env, capture_output=True, text=True, timeout=120
             )
             assert status.returncode == 0, status.stderr
-            if re.search(r"agentserve:\n\s+status: RUNNING", status.stdout) or time.monotonic() > status_deadline:
+            if app_running.search(status.stdout) or time.monotonic() > status_deadline:
                 break
             time.sleep(2)
-        assert re.search(r"agentserve:\n\s+status: RUNNING", status.stdout), status.stdout
+        assert app_running.search(status.stdout), status.stdout
         for name in ("Ingress", "Agent", "ToolExecutor", "Embedding"):
             assert re.search(rf"{name}:\n\s+status: HEALTHY", status.stdout), status.stdout
 
