@@ -97,11 +97,13 @@ async def test_a_stopping_agent_replica_stores_the_messages_it_still_holds(
         # Serve's graceful stop of the Agent replica (the Embedding runs on); not waited for,
         # as the Front is held for Serve's ingress drain.
         serve.delete("drain-agent", _blocking=False)
-    deadline = time.monotonic() + EMBED_S + 15
-    while time.monotonic() < deadline:  # the stopping replica's write lands in another process
-        if await memory.count(USER):
-            break
-        await asyncio.sleep(0.5)
-    hits = await memory.search(USER, _vector(MESSAGE), k=5)
-    assert [hit.item.text for hit in hits] == [MESSAGE]
-    await memory.close()
+    try:
+        deadline = time.monotonic() + EMBED_S + 15
+        while time.monotonic() < deadline:  # the stopping replica's write lands in another process
+            if await memory.count(USER):
+                break
+            await asyncio.sleep(0.5)
+        hits = await memory.search(USER, _vector(MESSAGE), k=5)
+        assert [hit.item.text for hit in hits] == [MESSAGE]
+    finally:
+        await memory.close()
