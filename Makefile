@@ -35,13 +35,17 @@ lint: $(STAMP)
 
 # One command per goal of docs/benchmarks.md, each measuring Serve and the baseline in
 # the same run (~14 min in all). On a shared machine add NICENESS=0 (see bench/README.md).
+# All of it goes to bench/results/bench.log too, and the goals' lines are repeated at the end.
 NICENESS ?= 15
 bench: $(STAMP)
-	$(BIN)/python -m bench.overhead --niceness $(NICENESS)
-	$(BIN)/python -m bench.throughput --niceness $(NICENESS)
-	$(BIN)/python -m bench.streams --niceness $(NICENESS)
-	$(BIN)/python -m bench.batching --niceness $(NICENESS)
-	$(BIN)/python -m bench.startup
+	@mkdir -p bench/results
+	set -o pipefail; { \
+	  $(BIN)/python -u -m bench.overhead --niceness $(NICENESS) && \
+	  $(BIN)/python -u -m bench.throughput --niceness $(NICENESS) && \
+	  $(BIN)/python -u -m bench.streams --niceness $(NICENESS) && \
+	  $(BIN)/python -u -m bench.batching --niceness $(NICENESS) && \
+	  $(BIN)/python -u -m bench.startup; } 2>&1 | tee bench/results/bench.log
+	@echo; echo "==> the goals (the whole run: bench/results/bench.log)"; grep -E '^goal [0-9]' bench/results/bench.log
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
