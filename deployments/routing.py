@@ -110,21 +110,23 @@ class UserAffinityRouter(ConsistentHashRouter):
         if not ranked or len(ranked) != len(ranks):  # no replicas, or no key (all candidates at once)
             return ranks
 
-        now = time.monotonic()
-
-        def load(replica: Any) -> int:
-            # NOTE: this caller's own calls on the replica, sent and not finished or routed and
-            # not sent yet. Not Serve's queue-length cache: a replica's count reported on a send
-            # can overwrite finishes seen meanwhile, and after a burst such leftovers kept a
-            # user off its replica for the cache's 10 s. Each caller (Ingress replica) balances
-            # its own calls, so their sum is balanced too; a full replica still refuses calls.
+        # NOTE: this caller's own calls on each replica, sent and not finished or routed and
+        # not sent yet. Not Serve's queue-length cache: a replica's count reported on a send
+        # can overwrite finishes seen meanwhile, and after a burst such leftovers kept a
+        # user off its replica for the cache's 10 s. Each caller (Ingress replica) balances
+        # its own calls, so their sum is balanced too; a full replica still refuses calls.
+        expired = time.monotonic() - self.UNSENT_FOR_S
+        loads: dict[Any, int] = {}
+        for replica in (*candidate_replicas, *ranked):  # the ring's may include replicas not offered
+            if replica.replica_id in loads:
+                continue
             unsent = self._unsent.get(replica.replica_id)
-            while unsent and unsent[0] < now - self.UNSENT_FOR_S:
+            while unsent and unsent[0] < expired:
                 unsent.popleft()
-            return self._ongoing.get(replica.replica_id, 0) + len(unsent or ())
+            loads[replica.replica_id] = self._ongoing.get(replica.replica_id, 0) + len(unsent or ())
 
-        order = pick(ranked, candidate_replicas, load, self._max_imbalance)
-        self._unsent.setdefault(order[0].replica_id, deque()).append(now)
+        order = pick(ranked, candidate_replicas, lambda r: loads[r.replica_id], self._max_imbalance)
+        self._unsent.setdefault(order[0].replica_id, deque()).append(time.monotonic())
         return [[r] for r in order]
 
     def on_send_request(self, replica_id: Any) -> None:
