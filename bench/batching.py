@@ -32,14 +32,15 @@ TEXTS = [f"message {i}: what is the weather like in city number {i} this week?" 
 class RawModel:
     """The model in this process, with a replica's number of torch threads."""
 
-    def __init__(self, threads: int, niceness: int) -> None:
+    def __init__(self, threads: int, niceness: int, precision: str) -> None:
         self.niceness = niceness
         import torch
 
         from memory.embedder import SentenceTransformerEmbedder
 
         torch.set_num_threads(threads)
-        self.model = SentenceTransformerEmbedder()
+        self.model = SentenceTransformerEmbedder(precision=precision)  # type: ignore[arg-type]
+        self.precision = self.model.precision
         self.model.encode(TEXTS)  # warm-up
 
     def texts_per_s(self, size: int, seconds: float) -> float:
@@ -81,7 +82,7 @@ async def drive(handle: Any, method: str, concurrency: int, seconds: float) -> d
     }
 
 
-def deploy(name: str, max_batch_size: int, wait_s: float, model_process: bool = True) -> Any:
+def deploy(name: str, max_batch_size: int, wait_s: float, precision: str, model_process: bool = True) -> Any:
     """The Embedding deployment as configured, one replica, as its own app."""
     from ray import serve
 
@@ -90,7 +91,12 @@ def deploy(name: str, max_batch_size: int, wait_s: float, model_process: bool = 
 
     opts = {**DEPLOYMENT_OPTIONS["Embedding"], "autoscaling_config": None, "num_replicas": 1}
     app = serve.deployment(EmbeddingDeployment, name="Embedding", **opts).bind(
-        {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s, "model_process": model_process}
+        {
+            "max_batch_size": max_batch_size,
+            "batch_wait_timeout_s": wait_s,
+            "model_process": model_process,
+            "precision": precision,
+        }
     )
     return serve.run(app, name=name, route_prefix=None)
 
@@ -136,24 +142,31 @@ def main() -> None:
         help="also run the deployments with the model in the replica's process (model_process: false)",
     )
     parser.add_argument("--niceness", type=int, default=RAY_WORKER_NICENESS, help="of Ray's workers and the raw model")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default=EmbeddingArgs().precision,
+        help="of the raw model and the deployments (default: as configured)",
+    )
     a = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with Stacks("batching", a.niceness) as st:
         print("raw model in this process ...", flush=True)
-        raw = RawModel(a.threads, a.niceness)
+        raw = RawModel(a.threads, a.niceness, a.precision)
+        print(f"  the model runs in {raw.precision} (precision {a.precision})", flush=True)
         st.ray(a.serve_env)
         max_batch = a.max_batch or EmbeddingArgs().max_batch_size
         handles = {
-            "batched": deploy("embedding-batched", max_batch, a.wait_ms / 1000),
-            "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000),
+            "batched": deploy("embedding-batched", max_batch, a.wait_ms / 1000, a.precision),
+            "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000, a.precision),
         }
         if a.model_in_replica:
-            handles["in-replica"] = deploy("embedding-in-replica", max_batch, a.wait_ms / 1000, model_process=False)
-            handles["in-replica-unbatched"] = deploy("embedding-in-replica-1", 1, a.wait_ms / 1000, model_process=False)
+            handles["in-replica"] = deploy("embedding-in-replica", max_batch, a.wait_ms / 1000, a.precision, model_process=False)
+            handles["in-replica-unbatched"] = deploy("embedding-in-replica-1", 1, a.wait_ms / 1000, a.precision, model_process=False)
         # NOTE: the loop stays open until Serve shuts down: the handles' routers live on it.
         loop = asyncio.new_event_loop()
         result = loop.run_until_complete(measure(a, raw, handles))
-        st.results.update({**result, "threads": a.threads, "concurrency": a.concurrency, "max_batch": max_batch})
+        st.results.update({**result, "threads": a.threads, "precision": raw.precision, "concurrency": a.concurrency, "max_batch": max_batch})
         out = st.write()
 
     rate = {k: round(statistics.median(x["per_s"] for x in v), 1) for k, v in result["rounds"].items()}

@@ -41,9 +41,9 @@ class EmbeddingDeployment:
         cfg = EmbeddingArgs.model_validate(args or {})
         self._model_process: SubprocessEncoder | None = None  # the one this replica started
         if encoder is None and cfg.model_process:
-            encoder = self._model_process = SubprocessEncoder(cfg.model_path)
+            encoder = self._model_process = SubprocessEncoder(cfg.model_path, precision=cfg.precision)
         elif encoder is None:
-            encoder = SentenceTransformerEmbedder(cfg.model_path)
+            encoder = SentenceTransformerEmbedder(cfg.model_path, precision=cfg.precision)
         self.embedder = encoder
         self.stall_timeout_s = cfg.model_stall_timeout_s
         self._batcher = DispatchBatcher(self._encode, cfg.max_batch_size, cfg.batch_wait_timeout_s)

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import json
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 EMBEDDING_DIM = 384
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "float32", "bfloat16"]
+
+# NOTE: bfloat16 on a CPU that multiplies it natively (AVX512_BF16, AMX): all-MiniLM-L6-v2
+# on one torch thread encoded 195 texts/s one at a time and 725 in batches of 32, against
+# 105 and 240 in float32, its vectors at cosine >= 0.9999 to float32's (docs/benchmarks.md,
+# "Nineteenth session"). Elsewhere bfloat16 is emulated, and slower than float32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# ``auto`` keeps float32 for a model whose bfloat16 vectors drift further than this from
+# its float32 ones on PROBE_TEXTS (checked once, at load).
+BF16_MIN_COSINE = 0.999
+PROBE_TEXTS = [
+    "calc: 17*23",
+    "What did I say about my sister's birthday last week?",
+    "ünïcödé テスト 🚀",
+    "Remind me to book the train to Lyon before Friday, and check whether the hotel has parking. " * 4,
+]
 
 # NOTE: what one forward pass costs beyond its padded tokens, counted in padded tokens.
 # Eager all-MiniLM-L6-v2 on one torch thread: ~13 ms a pass plus ~0.3 ms a padded
@@ -63,6 +85,16 @@ def bundled_model_dir() -> str:
     return str(path)
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (x86 ``avx512_bf16`` or ``amx_bf16``)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:  # not Linux: float32
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return any(re.search(rf"\b{flag}\b", flags) for flag in BF16_CPU_FLAGS)
+
+
 def mean_pooling_max_length(model_path: str) -> int | None:
     """``max_seq_length`` when the model is a sentence-transformers Transformer → mean Pooling → Normalize.
 
@@ -110,6 +142,25 @@ class MeanPoolingEncoder:
         self.max_length = max_length
         self.device = device
 
+    @property
+    def precision(self) -> str:
+        return "bfloat16" if next(self.model.parameters()).dtype == self._torch.bfloat16 else "float32"
+
+    def to_bfloat16(self, min_cosine: float | None = None) -> bool:
+        """Run the model in bfloat16 from now on; with ``min_cosine``, only if its vectors of
+        ``PROBE_TEXTS`` stay that close to float32's (the model is left as it was if not)."""
+        if min_cosine is None:
+            self.model = self.model.to(self._torch.bfloat16)
+            return True
+        reference = self.encode(PROBE_TEXTS)
+        current, self.model = self.model, copy.deepcopy(self.model).to(self._torch.bfloat16)
+        cosine = float((self.encode(PROBE_TEXTS) * reference).sum(1).min())
+        if cosine < min_cosine:
+            self.model = current
+            log.warning("embedding model: float32, as its bfloat16 vectors drift too far (cosine %.5f)", cosine)
+            return False
+        return True
+
     def encode(self, texts: list[str]) -> Any:
         """Unit-length vectors, one numpy row per text: ``SentenceTransformer.encode(normalize_embeddings=True)``.
 
@@ -144,7 +195,7 @@ class MeanPoolingEncoder:
     def _forward(self, batch: dict[str, Any]) -> Any:
         torch = self._torch
         with torch.inference_mode():
-            tokens = self.model(**batch).last_hidden_state
+            tokens = self.model(**batch).last_hidden_state.float()  # pooled in float32 whatever the model's dtype
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
@@ -159,9 +210,13 @@ class SentenceTransformerEmbedder:
     Args:
         model_path: A sentence-transformers model directory; the bundled one by default.
         device: torch device, "cpu" here.
+        precision: ``float32``; ``bfloat16`` (the mean-pooling path only); ``auto``:
+            bfloat16 on a CPU that computes it natively (``cpu_has_native_bf16``) when
+            the model's bfloat16 vectors stay within ``BF16_MIN_COSINE`` of float32's,
+            float32 otherwise. ``self.precision`` is what it runs.
     """
 
-    def __init__(self, model_path: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, model_path: str | None = None, device: str = "cpu", precision: Precision = "auto") -> None:
         # NOTE: set before importing transformers, or it may try to reach the hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -169,9 +224,16 @@ class SentenceTransformerEmbedder:
         max_length = mean_pooling_max_length(path)
         self.model: Any
         self._encode: Callable[[list[str]], Any]
+        self.precision = "float32"
         if max_length is not None:
             self.model = MeanPoolingEncoder(path, max_length, device)
             self._encode = self.model.encode
+            if precision == "bfloat16" or (precision == "auto" and device == "cpu" and cpu_has_native_bf16()):
+                self.model.to_bfloat16(BF16_MIN_COSINE if precision == "auto" else None)
+            self.precision = self.model.precision
+            log.info("embedding model: %s (asked for %s)", self.precision, precision)
+        elif precision == "bfloat16":
+            raise ValueError(f"precision bfloat16 needs a mean-pooling model; {path} is not one")
         else:
             from sentence_transformers import SentenceTransformer
 

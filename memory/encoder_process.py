@@ -6,7 +6,8 @@
 - request: 4-byte big-endian length, then a UTF-8 JSON array of texts;
 - reply: ``V``, then two big-endian uint32 (rows, dim) and the float32 vectors, row
   by row; or ``E``, a 4-byte length and a UTF-8 error message;
-- once at start: ``R`` and the dim when the model is loaded, or ``E`` and why not.
+- once at start: ``R``, the dim and the precision it runs (``f`` float32, ``b``
+  bfloat16) when the model is loaded, or ``E`` and why not.
 
 NOTE: why a process. The eager model runs Python between its torch operators; in
 the Embedding replica that Python needs the GIL that Serve's request handling holds
@@ -28,9 +29,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
+
+from memory.embedder import Precision
 
 _LEN = struct.Struct(">I")
 _SHAPE = struct.Struct(">II")
@@ -47,12 +50,15 @@ class SubprocessEncoder:
     Args:
         model_path: A sentence-transformers model directory; the bundled one by default.
         start_timeout_s: How long the model may take to load.
+        precision: The model's (``SentenceTransformerEmbedder``); ``self.precision`` is what it runs.
     """
 
-    def __init__(self, model_path: str | None = None, start_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, model_path: str | None = None, start_timeout_s: float = 120.0, precision: Precision = "auto"
+    ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        args = [sys.executable, "-m", "memory.encoder_process"] + ([model_path] if model_path else [])
+        args = [sys.executable, "-m", "memory.encoder_process", precision] + ([model_path] if model_path else [])
         # NOTE: stderr is inherited: the child's warnings land in the replica's log.
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._lock = threading.Lock()
@@ -66,6 +72,7 @@ class SubprocessEncoder:
             kind = self._read(1)
             if kind == b"R":
                 (self.dim,) = _LEN.unpack(self._read(_LEN.size))
+                self.precision = "bfloat16" if self._read(1) == b"b" else "float32"
                 return
             message = self._read_error() if kind == b"E" else "it exited while loading"
         except RuntimeError as exc:
@@ -144,7 +151,7 @@ class SubprocessEncoder:
         return self._read(n).decode(errors="replace")
 
 
-def _serve(model_path: str | None, inp: IO[bytes], out: IO[bytes]) -> int:
+def _serve(model_path: str | None, precision: Precision, inp: IO[bytes], out: IO[bytes]) -> int:
     from memory.embedder import EMBEDDING_DIM, SentenceTransformerEmbedder
 
     def error(message: str) -> None:
@@ -153,11 +160,11 @@ def _serve(model_path: str | None, inp: IO[bytes], out: IO[bytes]) -> int:
         out.flush()
 
     try:
-        model = SentenceTransformerEmbedder(model_path)
+        model = SentenceTransformerEmbedder(model_path, precision=precision)
     except Exception as exc:  # the parent raises it with the reason
         error(f"{type(exc).__name__}: {exc}")
         return 1
-    out.write(b"R" + _LEN.pack(EMBEDDING_DIM))
+    out.write(b"R" + _LEN.pack(EMBEDDING_DIM) + (b"b" if model.precision == "bfloat16" else b"f"))
     out.flush()
     while True:
         header = inp.read(_LEN.size)
@@ -182,7 +189,8 @@ def main() -> int:
     # send whatever the libraries print to stderr instead.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    return _serve(sys.argv[1] if len(sys.argv) > 1 else None, sys.stdin.buffer, out)
+    precision = cast(Precision, sys.argv[1])
+    return _serve(sys.argv[2] if len(sys.argv) > 2 else None, precision, sys.stdin.buffer, out)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from agent.config import AgentConfig, LLMEndpoint
+from memory.embedder import Precision
 from serve_app.local_llm.args import LocalLLMArgs
 from serve_app.settings import Settings
 
@@ -53,6 +54,11 @@ class EmbeddingArgs(BaseModel):
     # A batch still encoding after this long fails the replica's health check, and Serve
     # replaces the replica: a stuck model process would otherwise hold every call.
     model_stall_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # NOTE: auto runs the model in bfloat16 where the CPU computes it natively (AVX512_BF16,
+    # AMX): ~3x the texts/s in batches and ~1.9x one at a time here, vectors at cosine
+    # >= 0.9999 to float32's, so memories stored either way stay comparable. Elsewhere, and
+    # for a model whose bfloat16 vectors drift further (checked at load), float32.
+    precision: Precision = "auto"
 
 
 class AgentServeArgs(BaseModel):
