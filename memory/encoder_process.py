@@ -40,7 +40,11 @@ _SHAPE = struct.Struct(">II")
 
 
 class SubprocessEncoder:
-    """``encode(texts)`` by the model in a child process; one batch at a time.
+    """``encode(texts)`` by the model in a child process, which encodes one batch at a time.
+
+    Calls from several threads are pipelined: a batch is written to the child while
+    an earlier one still encodes, so the child starts it the moment it is free,
+    and each caller reads its own reply in the order the batches were sent.
 
     The child inherits this process's environment (``OMP_NUM_THREADS``, which Ray
     sets from the replica's CPUs) and import path, and its niceness. It exits when
@@ -61,8 +65,11 @@ class SubprocessEncoder:
         args = [sys.executable, "-m", "memory.encoder_process", precision] + ([model_path] if model_path else [])
         # NOTE: stderr is inherited: the child's warnings land in the replica's log.
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self._lock = threading.Lock()
-        self._busy_since: float | None = None  # when the batch being encoded was sent
+        self._send_lock = threading.Lock()  # one request written at a time
+        self._turns = threading.Condition()  # guards the counts below; replies are read in sending order
+        self._sent = 0  # requests written
+        self._replied = 0  # replies read (or failed)
+        self._head_since: float | None = None  # when the child began the batch it encodes now
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in: IO[bytes] = self._proc.stdin
         self._out: IO[bytes] = self._proc.stdout
@@ -91,31 +98,45 @@ class SubprocessEncoder:
 
     def busy_for(self) -> float:
         """Seconds the batch being encoded has taken so far; 0 when idle."""
-        since = self._busy_since
+        since = self._head_since
         return 0.0 if since is None else time.monotonic() - since
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         """Unit-length vectors, one per text, in order. Blocking; safe from any thread."""
         if not texts:
             return []
-        body = json.dumps(texts).encode()
-        with self._lock:
-            self._busy_since = time.monotonic()
-            try:
-                rows, data = self._exchange(body)
-            finally:
-                self._busy_since = None
+        ticket = self._send(json.dumps(texts).encode())
+        with self._turns:
+            while self._replied != ticket:
+                self._turns.wait()
+        try:
+            rows, data = self._receive()
+        finally:
+            with self._turns:
+                self._replied += 1
+                self._head_since = time.monotonic() if self._replied < self._sent else None
+                self._turns.notify_all()
         if rows != len(texts):
             raise RuntimeError(f"the embedding model returned {rows} vectors for {len(texts)} texts")
         vectors: list[list[float]] = np.frombuffer(data, dtype=np.float32).reshape(rows, -1).tolist()
         return vectors
 
-    def _exchange(self, body: bytes) -> tuple[int, bytes]:
-        try:
-            self._in.write(_LEN.pack(len(body)) + body)
-            self._in.flush()
-        except (BrokenPipeError, ValueError) as exc:
-            raise RuntimeError(f"the embedding model process is gone (exit code {self._proc.poll()})") from exc
+    def _send(self, body: bytes) -> int:
+        """Write one request; its place in the order of replies."""
+        with self._send_lock:
+            try:
+                self._in.write(_LEN.pack(len(body)) + body)
+                self._in.flush()
+            except (BrokenPipeError, ValueError) as exc:
+                raise RuntimeError(f"the embedding model process is gone (exit code {self._proc.poll()})") from exc
+            with self._turns:
+                if self._replied == self._sent:  # the child was idle: it starts this one now
+                    self._head_since = time.monotonic()
+                self._sent += 1
+                return self._sent - 1
+
+    def _receive(self) -> tuple[int, bytes]:
+        """Read the next reply (the caller's turn): rows and the vectors' bytes."""
         kind = self._read(1)
         if kind == b"E":
             raise RuntimeError(f"the embedding model failed: {self._read_error()}")

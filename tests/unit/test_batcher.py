@@ -1,4 +1,5 @@
-"""DispatchBatcher: batches form when the batch function is free, from what queued meanwhile.
+"""DispatchBatcher: batches form when the batch function is free, from what queued meanwhile;
+only a full batch goes out while another runs, up to ``max_in_flight`` at once.
 
 The batch function here blocks on a ``threading.Event`` the test releases, so each test
 decides what arrives while a batch runs; it records every batch it was given.
@@ -31,11 +32,13 @@ class Gate:
         return [item.upper() for item in items]
 
 
-async def a_batch_running(max_batch_size: int) -> tuple[Gate, DispatchBatcher[str, str], asyncio.Future[str]]:
+async def a_batch_running(
+    max_batch_size: int, max_in_flight: int = 2
+) -> tuple[Gate, DispatchBatcher[str, str], asyncio.Future[str]]:
     """A batcher whose function is busy with the batch ["a"] until the test opens the gate."""
     gate = Gate()
     gate.open.clear()
-    batcher = DispatchBatcher(gate, max_batch_size=max_batch_size, wait_s=0.001)
+    batcher = DispatchBatcher(gate, max_batch_size=max_batch_size, wait_s=0.001, max_in_flight=max_in_flight)
     first = asyncio.ensure_future(batcher.submit("a"))
     assert await asyncio.to_thread(gate.running.wait, 5)
     return gate, batcher, first
@@ -109,6 +112,37 @@ async def test_a_caller_that_went_away_takes_no_place_in_a_batch() -> None:
     assert gate.batches == [["a"], ["b", "c"]]
 
 
+async def test_a_full_batch_goes_out_while_one_runs_and_a_partial_one_waits() -> None:
+    gate, batcher, first = await a_batch_running(max_batch_size=2, max_in_flight=2)
+    full = [asyncio.ensure_future(batcher.submit(x)) for x in "bc"]
+    for _ in range(500):  # it reaches the function while "a" is still inside
+        if len(gate.batches) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert gate.batches == [["a"], ["b", "c"]]
+    # Two batches run: another full one waits for a place, and so does a partial one.
+    rest = [asyncio.ensure_future(batcher.submit(x)) for x in "def"]
+    await asyncio.sleep(0.05)
+    assert gate.batches == [["a"], ["b", "c"]]
+    gate.open.set()
+    assert await first == "A"
+    assert await asyncio.gather(*full, *rest) == list("BCDEF")
+    assert gate.batches == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+
+
+async def test_one_batch_in_flight_holds_even_a_full_one_back() -> None:
+    gate, batcher, first = await a_batch_running(max_batch_size=2, max_in_flight=1)
+    later = [asyncio.ensure_future(batcher.submit(x)) for x in "bc"]
+    await asyncio.sleep(0.05)
+    assert gate.batches == [["a"]]
+    gate.open.set()
+    assert await first == "A"
+    assert await asyncio.gather(*later) == ["B", "C"]
+    assert gate.batches == [["a"], ["b", "c"]]
+
+
 def test_a_batch_holds_at_least_one_item() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         DispatchBatcher(lambda items: items, max_batch_size=0, wait_s=0.01)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        DispatchBatcher(lambda items: items, max_batch_size=1, wait_s=0.01, max_in_flight=0)

@@ -3,7 +3,8 @@
 ``SentenceTransformerEmbedder`` runs a mean-pooling model on ``transformers`` alone
 (``MeanPoolingEncoder``, a faster replica start); these tests hold it to what
 ``SentenceTransformer.encode`` returns for the same model, and check that any other
-pipeline still goes through the library.
+pipeline still goes through the library. In bfloat16 (``precision``; ``auto`` picks it
+on a CPU that computes it natively) the vectors stay within cosine 0.999 of those.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import memory.embedder as embedder_module
 from memory.embedder import (
+    BF16_MIN_COSINE,
     EMBEDDING_DIM,
     MeanPoolingEncoder,
     SentenceTransformerEmbedder,
     bundled_model_dir,
+    cpu_has_native_bf16,
     mean_pooling_max_length,
 )
 
@@ -43,7 +47,12 @@ def library_vectors() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder()
+    return SentenceTransformerEmbedder(precision="float32")
+
+
+@pytest.fixture(scope="module")
+def bf16() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(precision="bfloat16")
 
 
 def test_the_bundled_model_takes_the_transformers_path(embedder: SentenceTransformerEmbedder) -> None:
@@ -125,3 +134,62 @@ def test_a_long_text_is_not_padded_into_the_short_ones_pass(embedder: SentenceTr
     alone = np.array([embedder.encode([t])[0] for t in texts])
     np.testing.assert_allclose(planned, alone, atol=1e-5)
     np.testing.assert_allclose(planned, model.encode_one_pass(texts), atol=1e-5)
+
+
+def test_bfloat16_vectors_stay_within_a_cosine_of_float32s(
+    bf16: SentenceTransformerEmbedder, library_vectors: np.ndarray
+) -> None:
+    assert bf16.precision == "bfloat16"
+    assert isinstance(bf16.model, MeanPoolingEncoder)
+    ours = np.array(bf16.encode(TEXTS))
+    assert ours.dtype == np.float64 and ours.shape == (len(TEXTS), EMBEDDING_DIM)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # pooled in float32
+    assert (ours * library_vectors).sum(1).min() >= BF16_MIN_COSINE
+    # ... and not float32's vectors under another name.
+    assert not np.allclose(ours, library_vectors, atol=1e-5)
+    alone = np.array([bf16.encode([t])[0] for t in TEXTS])
+    assert (alone * library_vectors).sum(1).min() >= BF16_MIN_COSINE
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu sse avx2 amx_bf16 amx_tile", True),
+        ("fpu sse avx2 avx512f avx512_vnni", False),  # AVX-512 without bfloat16: emulated
+        ("fpu sse avx2 avx512_bf16x", False),
+    ],
+)
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path: Path, flags: str, native: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+    assert cpu_has_native_bf16(str(cpuinfo)) is native
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False
+
+
+def test_auto_runs_bfloat16_only_on_a_native_cpu(monkeypatch: pytest.MonkeyPatch, library_vectors: np.ndarray) -> None:
+    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: True)
+    assert SentenceTransformerEmbedder().precision == "bfloat16"
+    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: False)
+    emb = SentenceTransformerEmbedder()
+    assert emb.precision == "float32"
+    np.testing.assert_allclose(np.array(emb.encode(TEXTS)), library_vectors, atol=1e-5)
+
+
+def test_auto_keeps_float32_for_a_model_whose_bfloat16_vectors_drift(
+    monkeypatch: pytest.MonkeyPatch, library_vectors: np.ndarray
+) -> None:
+    monkeypatch.setattr(embedder_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(embedder_module, "BF16_MIN_COSINE", 1.0001)  # no bfloat16 vector is that close
+    emb = SentenceTransformerEmbedder()
+    assert emb.precision == "float32"
+    assert isinstance(emb.model, MeanPoolingEncoder) and emb.model.precision == "float32"
+    np.testing.assert_allclose(np.array(emb.encode(TEXTS)), library_vectors, atol=1e-5)
+
+
+def test_bfloat16_is_refused_for_a_model_on_the_library_path(tmp_path: Path) -> None:
+    model = _copy_model(tmp_path)
+    (model / "modules.json").write_text(json.dumps(json.loads((model / "modules.json").read_text())[:2]))
+    with pytest.raises(ValueError, match="bfloat16 needs a mean-pooling model"):
+        SentenceTransformerEmbedder(str(model), precision="bfloat16")
+    assert SentenceTransformerEmbedder(str(model)).precision == "float32"  # auto

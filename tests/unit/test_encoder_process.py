@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -46,9 +47,19 @@ def gone(pid: int, within_s: float) -> bool:
 def test_the_child_gives_the_vectors_of_the_model_in_this_process(encoder: SubprocessEncoder) -> None:
     here = SentenceTransformerEmbedder()
     assert encoder.dim == EMBEDDING_DIM
+    assert encoder.precision == here.precision  # ``auto`` decides alike in both
     assert encoder.encode(TEXTS) == here.encode(TEXTS)  # bit for bit, as Python floats
     assert encoder.encode(TEXTS[:1]) == here.encode(TEXTS[:1])
     assert encoder.encode([]) == []
+
+
+def test_the_child_runs_the_precision_asked_for() -> None:
+    enc = SubprocessEncoder(precision="float32")
+    try:
+        assert enc.precision == "float32"
+        assert enc.encode(TEXTS) == SentenceTransformerEmbedder(precision="float32").encode(TEXTS)
+    finally:
+        enc.close()
 
 
 def test_calls_from_many_threads_each_get_their_own_vectors(encoder: SubprocessEncoder) -> None:
@@ -59,6 +70,41 @@ def test_calls_from_many_threads_each_get_their_own_vectors(encoder: SubprocessE
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda t: encoder.encode([t])[0], texts))
     assert got == expected
+
+
+def test_a_batch_is_sent_while_the_one_before_it_encodes(
+    encoder: SubprocessEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child gets the next batch while it encodes one, so it never waits between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    send, receive = encoder._send, encoder._receive
+    tickets: list[int] = []
+    second_sent = threading.Event()
+    waited: list[bool] = []
+
+    def sending(body: bytes) -> int:
+        tickets.append(send(body))
+        if len(tickets) == 2:
+            second_sent.set()
+        return tickets[-1]
+
+    def receiving() -> tuple[int, bytes]:
+        if not waited:  # the first reply is read only once the second batch is in the pipe
+            waited.append(second_sent.wait(10))
+        return receive()
+
+    monkeypatch.setattr(encoder, "_send", sending)
+    monkeypatch.setattr(encoder, "_receive", receiving)
+    here = SentenceTransformerEmbedder()
+    expected = [here.encode(TEXTS[:2]), here.encode(TEXTS[2:])]
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(encoder.encode, TEXTS[:2])
+        b = pool.submit(encoder.encode, TEXTS[2:])
+        assert [a.result(30), b.result(30)] == expected
+    assert waited == [True]
+    assert sorted(tickets) == [tickets[0], tickets[0] + 1]
+    assert encoder.busy_for() == 0.0
 
 
 def test_a_batch_the_model_rejects_fails_alone_and_the_next_one_runs(encoder: SubprocessEncoder) -> None:
