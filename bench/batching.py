@@ -161,12 +161,24 @@ def main() -> None:
             "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000, a.precision),
         }
         if a.model_in_replica:
-            handles["in-replica"] = deploy("embedding-in-replica", max_batch, a.wait_ms / 1000, a.precision, model_process=False)
-            handles["in-replica-unbatched"] = deploy("embedding-in-replica-1", 1, a.wait_ms / 1000, a.precision, model_process=False)
+            handles["in-replica"] = deploy(
+                "embedding-in-replica", max_batch, a.wait_ms / 1000, a.precision, model_process=False
+            )
+            handles["in-replica-unbatched"] = deploy(
+                "embedding-in-replica-1", 1, a.wait_ms / 1000, a.precision, model_process=False
+            )
         # NOTE: the loop stays open until Serve shuts down: the handles' routers live on it.
         loop = asyncio.new_event_loop()
         result = loop.run_until_complete(measure(a, raw, handles))
-        st.results.update({**result, "threads": a.threads, "precision": raw.precision, "concurrency": a.concurrency, "max_batch": max_batch})
+        st.results.update(
+            {
+                **result,
+                "threads": a.threads,
+                "precision": raw.precision,
+                "concurrency": a.concurrency,
+                "max_batch": max_batch,
+            }
+        )
         out = st.write()
 
     rate = {k: round(statistics.median(x["per_s"] for x in v), 1) for k, v in result["rounds"].items()}

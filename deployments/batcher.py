@@ -92,9 +92,12 @@ class DispatchBatcher(Generic[T, R]):
                 if not future.done():  # a caller that went away takes no place in the batch
                     batch.append((item, future))
             if batch:
-                task = asyncio.ensure_future(self._run([item for item, _ in batch], [future for _, future in batch]))
-                self._running.add(task)
-                task.add_done_callback(self._batch_done)
+                self._start([item for item, _ in batch], [future for _, future in batch])
+
+    def _start(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+        task = asyncio.ensure_future(self._run(items, futures))
+        self._running.add(task)  # held until done (the loop keeps only weak references to tasks)
+        task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

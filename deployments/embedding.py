@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
 
 from deployments.batcher import DispatchBatcher
@@ -11,6 +12,8 @@ from memory.embedder import SentenceTransformerEmbedder
 from memory.encoder_process import SubprocessEncoder
 from serve_app.args import EmbeddingArgs
 from serve_app.observability import get_metrics
+
+log = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
@@ -45,6 +48,8 @@ class EmbeddingDeployment:
         elif encoder is None:
             encoder = SentenceTransformerEmbedder(cfg.model_path, precision=cfg.precision)
         self.embedder = encoder
+        if (precision := getattr(encoder, "precision", None)) is not None:
+            log.info("embedding model loaded: %s (precision %s)", precision, cfg.precision)
         self.stall_timeout_s = cfg.model_stall_timeout_s
         self._batcher = DispatchBatcher(self._encode, cfg.max_batch_size, cfg.batch_wait_timeout_s)
         self._in_flight = 0  # embed() calls this replica is answering now
