@@ -22,7 +22,7 @@ Precision = Literal["auto", "float32", "bfloat16"]
 
 # NOTE: bfloat16 on a CPU that multiplies it natively (AVX512_BF16, AMX): all-MiniLM-L6-v2
 # on one torch thread encoded 195 texts/s one at a time and 725 in batches of 32, against
-# 105 and 240 in float32, its vectors at cosine >= 0.9999 to float32's (docs/benchmarks.md,
+# 109 and 240 in float32, its vectors at cosine >= 0.9999 to float32's (docs/benchmarks.md,
 # "Nineteenth session"). Elsewhere bfloat16 is emulated, and slower than float32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # ``auto`` keeps float32 for a model whose bfloat16 vectors drift further than this from
