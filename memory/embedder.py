@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import importlib.util
 import json
 import logging
@@ -134,13 +133,19 @@ class MeanPoolingEncoder:
 
     def __init__(self, model_path: str, max_length: int, device: str = "cpu") -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self._torch = torch
+        self.model_path = model_path
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModel.from_pretrained(model_path).to(device).eval()
         self.max_length = max_length
         self.device = device
+        self.model = self._load()
+
+    def _load(self) -> Any:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(self.model_path).to(self.device).eval()
 
     @property
     def precision(self) -> str:
@@ -149,14 +154,13 @@ class MeanPoolingEncoder:
     def to_bfloat16(self, min_cosine: float | None = None) -> bool:
         """Run the model in bfloat16 from now on; with ``min_cosine``, only if its vectors of
         ``PROBE_TEXTS`` stay that close to float32's (the model is left as it was if not)."""
-        if min_cosine is None:
-            self.model = self.model.to(self._torch.bfloat16)
+        reference = self.encode(PROBE_TEXTS) if min_cosine is not None else None
+        self.model = self.model.to(self._torch.bfloat16)  # in place: no second copy of the weights
+        if reference is None:
             return True
-        reference = self.encode(PROBE_TEXTS)
-        current, self.model = self.model, copy.deepcopy(self.model).to(self._torch.bfloat16)
         cosine = float((self.encode(PROBE_TEXTS) * reference).sum(1).min())
         if cosine < min_cosine:
-            self.model = current
+            self.model = self._load()  # float32 again, from the files (bfloat16 lost the low bits)
             log.warning("embedding model: float32, as its bfloat16 vectors drift too far (cosine %.5f)", cosine)
             return False
         return True
