@@ -153,11 +153,12 @@ class MeanPoolingEncoder:
 
     def to_bfloat16(self, min_cosine: float | None = None) -> bool:
         """Run the model in bfloat16 from now on; with ``min_cosine``, only if its vectors of
-        ``PROBE_TEXTS`` stay that close to float32's (the model is left as it was if not)."""
-        reference = self.encode(PROBE_TEXTS) if min_cosine is not None else None
-        self.model = self.model.to(self._torch.bfloat16)  # in place: no second copy of the weights
-        if reference is None:
+        ``PROBE_TEXTS`` stay that close to float32's (if not, float32 again, reloaded from its files)."""
+        if min_cosine is None:
+            self.model = self.model.to(self._torch.bfloat16)
             return True
+        reference = self.encode(PROBE_TEXTS)
+        self.model = self.model.to(self._torch.bfloat16)  # in place: no second copy of the weights
         cosine = float((self.encode(PROBE_TEXTS) * reference).sum(1).min())
         if cosine < min_cosine:
             self.model = self._load()  # float32 again, from the files (bfloat16 lost the low bits)
