@@ -103,7 +103,7 @@ def test_a_batch_is_sent_while_the_one_before_it_encodes(
         b = pool.submit(encoder.encode, TEXTS[2:])
         assert [a.result(30), b.result(30)] == expected
     assert waited == [True]
-    assert sorted(tickets) == [tickets[0], tickets[0] + 1]
+    assert sorted(tickets) == [min(tickets), min(tickets) + 1]  # appended after the send lock: any order
     assert encoder.busy_for() == 0.0
 
 
