@@ -54,8 +54,13 @@ async def test_concurrent_embedding_calls_each_get_their_own_vector(deployed_app
     alone = [(await emb.embed.remote([t]))[0] for t in texts[:4]]
     together = await asyncio.gather(*(emb.embed.remote([t]) for t in texts))
     assert all(len(v) == 1 and len(v[0]) == 384 for v in together)
-    for lone, [batched] in zip(alone, together[:4], strict=True):
-        assert max(abs(x - y) for x, y in zip(lone, batched, strict=True)) < 1e-4
+    # NOTE: within bfloat16's rounding (``embedding.precision: auto`` on a CPU that has it):
+    # padded into a batch, a text's vector moves by up to ~5e-4 per element (float32: ~1e-6).
+    for i, (lone, [batched]) in enumerate(zip(alone, together[:4], strict=True)):
+        assert max(abs(x - y) for x, y in zip(lone, batched, strict=True)) < 2e-3
+        # ... and of all 24 vectors, the lone call's own text's is the nearest.
+        cosines = [sum(x * y for x, y in zip(lone, v[0], strict=True)) for v in together]
+        assert max(range(len(texts)), key=cosines.__getitem__) == i
     assert len({tuple(round(x, 4) for x in v[0]) for v in together}) == len(texts)
 
 
