@@ -21,9 +21,10 @@ import asyncio
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, get_args
 
 from bench.stacks import RAY_WORKER_NICENESS, Stacks, ratio, verdict
+from memory.embedder import Precision
 from serve_app.args import EmbeddingArgs
 
 TEXTS = [f"message {i}: what is the weather like in city number {i} this week?" for i in range(64)]
@@ -32,14 +33,14 @@ TEXTS = [f"message {i}: what is the weather like in city number {i} this week?" 
 class RawModel:
     """The model in this process, with a replica's number of torch threads."""
 
-    def __init__(self, threads: int, niceness: int, precision: str) -> None:
+    def __init__(self, threads: int, niceness: int, precision: Precision) -> None:
         self.niceness = niceness
         import torch
 
         from memory.embedder import SentenceTransformerEmbedder
 
         torch.set_num_threads(threads)
-        self.model = SentenceTransformerEmbedder(precision=precision)  # type: ignore[arg-type]
+        self.model = SentenceTransformerEmbedder(precision=precision)
         self.precision = self.model.precision
         self.model.encode(TEXTS)  # warm-up
 
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--niceness", type=int, default=RAY_WORKER_NICENESS, help="of Ray's workers and the raw model")
     parser.add_argument(
         "--precision",
-        choices=["auto", "float32", "bfloat16"],
+        choices=get_args(Precision),
         default=EmbeddingArgs().precision,
         help="of the raw model and the deployments (default: as configured)",
     )

@@ -37,6 +37,7 @@ from memory.embedder import Precision
 
 _LEN = struct.Struct(">I")
 _SHAPE = struct.Struct(">II")
+_PRECISION_CODES = {"float32": b"f", "bfloat16": b"b"}  # what the model runs, in the ready message
 
 
 class SubprocessEncoder:
@@ -79,7 +80,8 @@ class SubprocessEncoder:
             kind = self._read(1)
             if kind == b"R":
                 (self.dim,) = _LEN.unpack(self._read(_LEN.size))
-                self.precision = "bfloat16" if self._read(1) == b"b" else "float32"
+                code = self._read(1)
+                self.precision = next(name for name, c in _PRECISION_CODES.items() if c == code)
                 return
             message = self._read_error() if kind == b"E" else "it exited while loading"
         except RuntimeError as exc:
@@ -185,7 +187,7 @@ def _serve(model_path: str | None, precision: Precision, inp: IO[bytes], out: IO
     except Exception as exc:  # the parent raises it with the reason
         error(f"{type(exc).__name__}: {exc}")
         return 1
-    out.write(b"R" + _LEN.pack(EMBEDDING_DIM) + (b"b" if model.precision == "bfloat16" else b"f"))
+    out.write(b"R" + _LEN.pack(EMBEDDING_DIM) + _PRECISION_CODES[model.precision])
     out.flush()
     while True:
         header = inp.read(_LEN.size)
