@@ -23,7 +23,7 @@ import statistics
 import time
 from typing import Any, get_args
 
-from bench.stacks import RAY_WORKER_NICENESS, Stacks, ratio, verdict
+from bench.stacks import LOCAL_CONFIG, RAY_WORKER_NICENESS, Stacks, ratio, verdict
 from memory.embedder import Precision
 from serve_app.args import EmbeddingArgs
 
@@ -84,11 +84,16 @@ async def drive(handle: Any, method: str, concurrency: int, seconds: float) -> d
 
 
 def deploy(name: str, max_batch_size: int, wait_s: float, precision: str, model_process: bool = True) -> Any:
-    """The Embedding deployment as configured, one replica, as its own app."""
+    """The Embedding deployment as configured, one replica, as its own app.
+
+    NOTE: with ``make run``'s logging (``configs/local.yaml``: JSON, no access log). Without
+    it, Serve wrote an access line per call, ~10% of the replica's Python (py-spy).
+    """
     from ray import serve
 
     from deployments.embedding import EmbeddingDeployment
     from serve_app.builder import DEPLOYMENT_OPTIONS
+    from serve_app.config_file import load_serve_config
 
     opts = {**DEPLOYMENT_OPTIONS["Embedding"], "autoscaling_config": None, "num_replicas": 1}
     app = serve.deployment(EmbeddingDeployment, name="Embedding", **opts).bind(
@@ -99,7 +104,8 @@ def deploy(name: str, max_batch_size: int, wait_s: float, precision: str, model_
             "precision": precision,
         }
     )
-    return serve.run(app, name=name, route_prefix=None)
+    logging_config = load_serve_config(LOCAL_CONFIG).get("logging_config")
+    return serve.run(app, name=name, route_prefix=None, logging_config=logging_config)
 
 
 async def measure(a: argparse.Namespace, raw: RawModel, handles: dict[str, Any]) -> dict[str, Any]:

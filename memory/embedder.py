@@ -225,6 +225,12 @@ class SentenceTransformerEmbedder:
         # NOTE: set before importing transformers, or it may try to reach the hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # NOTE: the fast tokenizer splits a batch over a thread per host core. In a replica
+        # given a fraction of a core those threads wait for CPU behind Serve's, and the
+        # model waits for them: under 64 one-text clients the Embedding encoded 683 texts/s
+        # with this, 648 without (five alternating rounds; the model alone: no difference;
+        # docs/benchmarks.md, "Twentieth session").
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path = model_path or bundled_model_dir()
         max_length = mean_pooling_max_length(path)
         self.model: Any
