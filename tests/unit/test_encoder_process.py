@@ -62,22 +62,23 @@ def test_the_child_runs_the_precision_asked_for() -> None:
         enc.close()
 
 
-def threads_after_a_batch(enc: SubprocessEncoder) -> int:
-    enc.encode([f"text number {i}" for i in range(32)])
-    return len(os.listdir(f"/proc/{enc.pid}/task"))
-
-
-def test_the_child_tokenizes_a_batch_on_its_own_thread_unless_told_otherwise(
-    encoder: SubprocessEncoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The tokenizer's thread pool would contend with Serve's threads for the replica's CPU.
-    own = threads_after_a_batch(encoder)
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # an operator's choice is kept
-    parallel = SubprocessEncoder()
+def threads_after_a_batch() -> int:
+    """Threads of a new model process once it has encoded a batch."""
+    enc = SubprocessEncoder()
     try:
-        assert threads_after_a_batch(parallel) > own
+        enc.encode([f"text number {i}" for i in range(32)])
+        return len(os.listdir(f"/proc/{enc.pid}/task"))
     finally:
-        parallel.close()
+        enc.close()
+
+
+def test_the_child_tokenizes_a_batch_on_its_own_thread_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tokenizer's thread pool would contend with Serve's threads for the replica's CPU.
+    # NOTE: unset here, as in a replica (this process may have set it by loading the model).
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    own = threads_after_a_batch()
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # an operator's choice is kept
+    assert threads_after_a_batch() > own
 
 
 def test_calls_from_many_threads_each_get_their_own_vectors(encoder: SubprocessEncoder) -> None:
