@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any, get_args
 
-from bench.stacks import LOCAL_CONFIG, RAY_WORKER_NICENESS, Stacks, ratio, verdict
+from bench.stacks import RAY_WORKER_NICENESS, Stacks, local_logging_config, ratio, verdict
 from memory.embedder import Precision
 from serve_app.args import EmbeddingArgs
 
@@ -84,17 +84,23 @@ async def drive(handle: Any, method: str, concurrency: int, seconds: float) -> d
     }
 
 
-def deploy(name: str, max_batch_size: int, wait_s: float, precision: str, model_process: bool = True) -> Any:
+def deploy(
+    name: str,
+    max_batch_size: int,
+    wait_s: float,
+    precision: str,
+    logging_config: dict[str, Any] | None,
+    model_process: bool = True,
+) -> Any:
     """The Embedding deployment as configured, one replica, as its own app.
 
-    NOTE: with ``make run``'s logging (``configs/local.yaml``: JSON, no access log). Without
-    it, Serve wrote an access line per call, ~10% of the replica's Python (py-spy).
+    NOTE: with ``make run``'s logging (``local_logging_config()``: JSON, no access log).
+    Without it, Serve wrote an access line per call, ~10% of the replica's Python (py-spy).
     """
     from ray import serve
 
     from deployments.embedding import EmbeddingDeployment
     from serve_app.builder import DEPLOYMENT_OPTIONS
-    from serve_app.config_file import load_serve_config
 
     opts = {**DEPLOYMENT_OPTIONS["Embedding"], "autoscaling_config": None, "num_replicas": 1}
     app = serve.deployment(EmbeddingDeployment, name="Embedding", **opts).bind(
@@ -105,7 +111,6 @@ def deploy(name: str, max_batch_size: int, wait_s: float, precision: str, model_
             "precision": precision,
         }
     )
-    logging_config = load_serve_config(LOCAL_CONFIG).get("logging_config")
     return serve.run(app, name=name, route_prefix=None, logging_config=logging_config)
 
 
@@ -169,16 +174,17 @@ def main() -> None:
         print(f"  the model runs in {raw.precision} (precision {a.precision})", flush=True)
         st.ray(a.serve_env)
         max_batch = a.max_batch or EmbeddingArgs().max_batch_size
+        wait_s, logs = a.wait_ms / 1000, local_logging_config()
         handles = {
-            "batched": deploy("embedding-batched", max_batch, a.wait_ms / 1000, a.precision),
-            "unbatched": deploy("embedding-unbatched", 1, a.wait_ms / 1000, a.precision),
+            "batched": deploy("embedding-batched", max_batch, wait_s, a.precision, logs),
+            "unbatched": deploy("embedding-unbatched", 1, wait_s, a.precision, logs),
         }
         if a.model_in_replica:
             handles["in-replica"] = deploy(
-                "embedding-in-replica", max_batch, a.wait_ms / 1000, a.precision, model_process=False
+                "embedding-in-replica", max_batch, wait_s, a.precision, logs, model_process=False
             )
             handles["in-replica-unbatched"] = deploy(
-                "embedding-in-replica-1", 1, a.wait_ms / 1000, a.precision, model_process=False
+                "embedding-in-replica-1", 1, wait_s, a.precision, logs, model_process=False
             )
         # NOTE: the loop stays open until Serve shuts down: the handles' routers live on it.
         loop = asyncio.new_event_loop()

@@ -38,8 +38,7 @@ from typing import Any
 
 from agent.dto import ToolInvocation, ToolResult
 from bench.sse_driver import percentiles
-from bench.stacks import LOCAL_CONFIG, RAY_WORKER_NICENESS, Stacks, free_port, ratio
-from serve_app.config_file import load_serve_config
+from bench.stacks import RAY_WORKER_NICENESS, Stacks, free_port, local_logging_config, ratio
 
 INVOCATION = ToolInvocation(name="calculator", arguments={"expression": "17*23"}, call_id="call_1")
 WARMUP_CALLS = 50
@@ -130,7 +129,7 @@ def _deploy_pairs() -> dict[str, Any]:
     from deployments.tool_executor import ToolExecutorDeployment
     from serve_app.builder import DEPLOYMENT_OPTIONS
 
-    logging_config = load_serve_config(LOCAL_CONFIG).get("logging_config")
+    logging_config = local_logging_config()
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config=logging_config)
     opts = {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 128}
     tool_opts = {**DEPLOYMENT_OPTIONS["ToolExecutor"], "autoscaling_config": None, "num_replicas": 1}

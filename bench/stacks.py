@@ -39,6 +39,13 @@ from serve_app.config_file import load_serve_config
 RESULTS = Path(__file__).parent / "results"
 LOCAL_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
 APP_NAME = "agentserve"
+
+
+def local_logging_config() -> dict[str, Any] | None:
+    """``configs/local.yaml``'s ``logging_config`` (``make run``'s: JSON, no access log)."""
+    return load_serve_config(LOCAL_CONFIG).get("logging_config")
+
+
 STORE_SETTINGS = ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI", "AGENTSERVE_DATA_DIR")
 # The goal-1 turn: one embedding (memory recall), one LLM call, the calculator, one LLM call.
 TOOL_TURN = {"message": "calc: 17*23"}
