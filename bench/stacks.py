@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from bench import procs
 from bench.load import LoadResult, run_wrk
 from serve_app.cli import ray_serve_env, stop_serve_and_ray
 from serve_app.config_file import load_serve_config
+from serve_app.ports import free_port
 
 RESULTS = Path(__file__).parent / "results"
 LOCAL_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
@@ -54,12 +54,6 @@ TOOL_EXPECT = "The result is 391"
 # NOTE: at 15, processes at 0 (anyone else's tests on a shared machine) get ~28x
 # their CPU share; --niceness 0 makes both stacks compete evenly with them instead.
 RAY_WORKER_NICENESS = 15
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 60) -> None:

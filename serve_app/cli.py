@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from serve_app.cli_auth import add_auth_commands
 from serve_app.cli_backup import add_backup_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
+from serve_app.ports import free_port
 from serve_app.rollout import add_rollout_commands
 from serve_app.serve_switches import SERVE_FAST_PATH
 
@@ -36,6 +36,9 @@ LOCAL_LLM_APP = "local-llm"
 # after a reload; with a 1 s drain, rollouts and downscales lost requests
 # (docs/benchmarks.md, sixth session). Stopping everything needs no such wait.
 STOP_TIMEOUT_S = 10.0
+# What Serve's own stop gets after HAProxy's drain, however long that took: the Agent
+# replicas store their queued memory writes (deployments/agent.py, MEMORY_DRAIN_S).
+MIN_SERVE_STOP_S = 10.0
 
 
 def ray_serve_env(state_dir: str) -> dict[str, str]:
@@ -46,11 +49,6 @@ def ray_serve_env(state_dir: str) -> dict[str, str]:
     the first one's admin socket. Keep ``state_dir`` short: Ray adds a 56-character
     directory under it and HAProxy refuses socket paths over 97 characters.
     """
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
 
     return {
         **SERVE_FAST_PATH,
@@ -136,7 +134,13 @@ def serve_deploy(config: dict[str, Any]) -> None:
 
 
 def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """``serve.shutdown()``, waiting at most ``timeout_s``, then ``ray.shutdown()`` stops the rest.
+    """Drain HAProxy, stop Serve, then ``ray.shutdown()`` stops the rest.
+
+    First HAProxy takes no new connections and the requests in flight through it get up
+    to ``timeout_s`` to end (``serve_app.front_door``: Serve's own shutdown kills HAProxy
+    at once, cutting them). Then ``serve.shutdown()``, bounded by what is left of
+    ``timeout_s`` but never under ``MIN_SERVE_STOP_S`` (the replicas' own graceful stop,
+    e.g. the Agent's queued memory writes).
 
     NOTE: ``serve.shutdown()`` waits up to 30 s, all of it spent in the Ingress
     replicas' drain when the whole cluster is going away anyway. Serve's proxies
@@ -147,8 +151,16 @@ def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
     """
     import ray
 
+    from serve_app.front_door import admin_sockets, drain
+
+    started = time.monotonic()
     try:
-        _stop_serve(timeout_s)
+        sockets = admin_sockets(os.environ.get("RAY_SERVE_HAPROXY_SOCKET_PATH"))
+        if sockets and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            left = drain(sockets, timeout_s)
+            waited = time.monotonic() - started
+            print(f"HAProxy drained in {waited:.1f} s ({left} request(s) still in flight)", flush=True)
+        _stop_serve(max(timeout_s - (time.monotonic() - started), MIN_SERVE_STOP_S))
     finally:
         ray.shutdown()
 
@@ -197,14 +209,14 @@ def cmd_run(args: argparse.Namespace) -> int:
              configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)  # fmt: skip
     print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
-    stop = False
 
     def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+        raise KeyboardInterrupt  # also while deploying or waiting for /ready
 
     # NOTE: SIGINT explicitly too: a process started in the background by a shell
-    # inherits SIGINT ignored, and Ctrl-C (or `docker stop`'s SIGTERM) must always stop it.
+    # inherits SIGINT ignored, and Ctrl-C (or `docker stop`'s SIGTERM) must always stop it,
+    # at any point: a flag checked only once the app was ready left Ctrl-C unanswered
+    # for the whole --ready-timeout (300 s) while /ready failed.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
@@ -219,13 +231,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\nagentserve is ready on http://127.0.0.1:{port}  (Ctrl-C stops it)\n"
               f"  curl -s localhost:{port}/api/chat -H 'content-type: application/json' "
               f"-d '{{\"message\": \"What is 17*23?\"}}'\n", flush=True)  # fmt: skip
-        while not stop:
+        while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        # NOTE: a second Ctrl-C during shutdown would leave Ray processes behind.
+        # NOTE: a second Ctrl-C (or SIGTERM) during shutdown would leave Ray processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping ...", flush=True)
         try:
             stop_serve_and_ray(args.stop_timeout)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serve_app.cli import ray_cli_env, ray_serve_env
+from serve_app.ports import free_port
 from serve_app.rollout import DashboardServeCluster
 from tests.support.procs import Proc, alive, descendants
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -27,13 +27,15 @@ from tests.cluster.ray_head import free_port
 from tests.support.procs import Proc, alive, descendants
 
 
-def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
-    port, metrics_port = free_port(), free_port()
+def _start_run(
+    port: int, llm_url: str, tmp_path: Path
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread, dict[str, str], str]:
+    """``agentserve run`` on ``port`` against ``llm_url``, its output collected in the returned list."""
     env = {
         **ray_cli_env(),
-        "LLM_BASE_URL": scripted_llm.base_url,
+        "LLM_BASE_URL": llm_url,
         "AGENTSERVE_DATA_DIR": str(tmp_path / "data"),
-        "METRICS_PORT": str(metrics_port),
+        "METRICS_PORT": str(free_port()),
         "HF_HUB_OFFLINE": "1",
     }
     for key in ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI"):
@@ -45,6 +47,23 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
     reader.start()
+    return proc, lines, reader, env, exe
+
+
+def _stop_leftovers(seen: set[Proc]) -> list[Proc]:
+    """Wait a little for ``seen`` to exit, SIGKILL what is left, and say what that was."""
+    deadline = time.monotonic() + 20
+    while (left := [p for p in seen if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
+    port = free_port()
+    proc, lines, reader, env, exe = _start_run(port, scripted_llm.base_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     seen: set[Proc] = set()
     try:
@@ -90,11 +109,31 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
         # Ray's metrics agent exports the app's metrics without the dashboard.
         deadline = time.monotonic() + 60
         while True:
-            body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            body = httpx.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=10).text
             if re.search(r'ray_agentserve_tool_calls_total\{[^}]*tool="calculator"', body):
                 break
             assert time.monotonic() < deadline, "the app's metrics never reached the export port"
             time.sleep(2)
+
+        # Ctrl-C with a turn in flight (60 tokens, 3 s): HAProxy stops taking connections and
+        # the turn ends well before Serve stops (Serve alone kills HAProxy and cuts it).
+        seen |= descendants(proc.pid)
+        turn: dict[str, object] = {}
+
+        def slow_turn() -> None:
+            try:
+                turn["response"] = httpx.post(f"{base}/api/chat", json={"message": "slow: 60"}, timeout=60)
+            except httpx.HTTPError as exc:
+                turn["error"] = repr(exc)
+
+        in_flight = threading.Thread(target=slow_turn)
+        in_flight.start()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        in_flight.join(timeout=60)
+        response = turn.get("response")
+        assert isinstance(response, httpx.Response), turn
+        assert response.status_code == 200 and "t59" in response.json()["response"], response.text
     finally:
         seen |= descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
@@ -104,16 +143,46 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
             proc.kill()
             code = proc.wait()
         reader.join(timeout=10)
-        # Anything left (a raylet, a replica) is stopped here, then reported.
-        deadline = time.monotonic() + 20
-        while (left := [p for p in seen if alive(p)]) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid, _ in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        left = _stop_leftovers(seen)  # anything left (a raylet, a replica) is stopped, then reported
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines)
+    assert re.search(r"HAProxy drained in [\d.]+ s \(0 request\(s\) still in flight\)", "".join(lines))
     # Ctrl-C went through the bounded stop (--stop-timeout), not serve.shutdown()'s 30 s wait.
     assert re.search(r"Serve's graceful stop: [\d.]+ s \(in-flight requests get 10 s\)", "".join(lines))
     assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"
+    assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
+
+
+def test_ctrl_c_while_waiting_for_ready_stops_at_once(tmp_path: Path) -> None:
+    """Ctrl-C before /ready answers (here: the LLM is unreachable, so it never does) stops the run.
+
+    It used to be heard only once the app was ready: for the whole --ready-timeout (300 s).
+    """
+    port = free_port()
+    proc, lines, reader, _, _ = _start_run(port, f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing there
+    seen: set[Proc] = set()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("sent the config to Serve" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            seen |= descendants(proc.pid)
+            time.sleep(0.5)
+        time.sleep(3)  # waiting for /ready now
+        seen |= descendants(proc.pid)
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        assert not ready, "the app must still be waiting for /ready here"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+        left = _stop_leftovers(seen)
+    assert code == 0, "".join(lines)
+    assert "stopping" in "".join(lines) and "did not become ready" not in "".join(lines)
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"

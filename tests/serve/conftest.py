@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from serve_app.cli import ray_serve_env, stop_serve_and_ray
+from serve_app.ports import free_port
 from serve_app.scripted_llm import ScriptedLLMServer
 
 APP_NAME = "agentserve"
@@ -27,12 +27,6 @@ APP_NAME = "agentserve"
 NO_RATE_LIMIT = {"Ingress": {"user_config": {"rate_limit": {"enabled": False}}}}
 # As configs/production.yaml logs: JSON lines, no access log (the app writes one line per request).
 PRODUCTION_LOGGING = {"encoding": "JSON", "enable_access_log": False}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

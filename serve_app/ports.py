@@ -1,0 +1,30 @@
+"""A free local TCP port that Ray's own processes will not take before it is bound.
+
+NOTE: a port the kernel hands out for ``bind(0)`` comes from its ephemeral range
+(32768-60999 by default), where Ray's processes also bind while the cluster starts, so
+a port chosen that way before ``ray.init`` and bound by HAProxy a few seconds later
+was once taken meanwhile ("cannot bind socket (Address already in use)", a failed
+start). Ports from 20000-29999 sit between Ray's worker ports (10002-19999), Serve's
+direct-ingress ports (30000-31000) and the ephemeral range.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+PORT_RANGE = (20000, 29999)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port in ``PORT_RANGE`` that nothing listens on now (checked by binding it)."""
+    low, high = PORT_RANGE
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")

