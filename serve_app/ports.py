@@ -14,17 +14,21 @@ import random
 import socket
 
 PORT_RANGE = (20000, 29999)
+_given: set[int] = set()  # handed out by this process: two calls never get the same port
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port in ``PORT_RANGE`` that nothing listens on now (checked by binding it)."""
+    """A port in ``PORT_RANGE`` that nothing listens on now (checked by binding it), new to this process."""
     low, high = PORT_RANGE
     for _ in range(200):
         port = random.randint(low, high)
+        if port in _given:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
+        _given.add(port)
+        return port
     raise RuntimeError(f"no free port in {low}-{high}")
