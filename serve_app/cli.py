@@ -136,9 +136,9 @@ def serve_deploy(config: dict[str, Any]) -> None:
 def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Drain HAProxy, stop Serve, then ``ray.shutdown()`` stops the rest.
 
-    First HAProxy takes no new connections and the requests in flight through it get up
-    to ``timeout_s`` to end (``serve_app.front_door``: Serve's own shutdown kills HAProxy
-    at once, cutting them). Then ``serve.shutdown()``, bounded by what is left of
+    First HAProxy soft-stops: it takes no new connections or requests, and the requests in
+    flight through it get up to ``timeout_s`` to end (``serve_app.front_door``: Serve's own
+    shutdown kills HAProxy at once, cutting them). Then ``serve.shutdown()``, bounded by what is left of
     ``timeout_s`` but never under ``MIN_SERVE_STOP_S`` (the replicas' own graceful stop,
     e.g. the Agent's queued memory writes).
 
@@ -159,7 +159,10 @@ def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
         if sockets and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
             left = drain(sockets, timeout_s)
             waited = time.monotonic() - started
-            print(f"HAProxy drained in {waited:.1f} s ({left} request(s) still in flight)", flush=True)
+            if left:
+                print(f"HAProxy still answering after {waited:.1f} s: what is in flight is cut now", flush=True)
+            else:
+                print(f"HAProxy drained in {waited:.1f} s", flush=True)
         _stop_serve(max(timeout_s - (time.monotonic() - started), MIN_SERVE_STOP_S))
     finally:
         ray.shutdown()

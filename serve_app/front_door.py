@@ -1,11 +1,15 @@
-"""Drain Serve's HAProxy before Serve stops: no new connections, in-flight requests finish.
+"""Drain Serve's HAProxy before Serve stops: in-flight requests finish, no new ones start.
 
 NOTE: Serve's shutdown kills its HAProxy at once (Ray 2.60's ``HAProxyApi.stop``:
 ``proc.kill()``), before the replicas' graceful stop, so every request still in flight
 through it was cut ("Server disconnected without sending a response"), whatever
 ``graceful_shutdown_timeout_s`` says. ``agentserve run`` (Ctrl-C, ``docker stop``) first
-closes HAProxy's HTTP listener through its runtime API, then waits until no request is in
-flight to a backend (``show stat``), and only then stops Serve.
+soft-stops HAProxy (SIGUSR1, the signal its own reloads send the old process): it
+closes its listeners, closes idle keep-alive connections, answers the requests in
+flight with ``Connection: close`` and exits when the last one is done (Ray's config
+bounds that with ``hard-stop-after``). Closing the listener alone was not enough: a
+client that keeps connections alive (nginx's ``keepalive`` upstream in compose) kept
+sending new requests through them. Serve stops once HAProxy has exited.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import signal
 import socket
 import time
 
 log = logging.getLogger(__name__)
-
-HTTP_FRONTEND = "http_frontend"  # the name Ray's HAProxy template gives Serve's HTTP listener
-INTERNAL_PROXIES = frozenset({"stats", "prometheus"})
 
 
 def admin_sockets(socket_path: str | None) -> list[str]:
@@ -42,48 +44,41 @@ def command(sock_path: str, line: str, timeout_s: float = 5.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def in_flight(stat_csv: str) -> int:
-    """Requests HAProxy is forwarding or queueing, from ``show stat``'s CSV: its backends' scur + qcur."""
-    lines = stat_csv.splitlines()
-    if not lines or not lines[0].startswith("#"):
-        raise ValueError("not HAProxy's `show stat` output")
-    header = lines[0].lstrip("# ").split(",")
-    px, sv, scur, qcur = (header.index(k) for k in ("pxname", "svname", "scur", "qcur"))
-    total = 0
-    for line in lines[1:]:
-        row = line.split(",")
-        if len(row) <= max(px, sv, scur, qcur) or row[sv] != "BACKEND" or row[px] in INTERNAL_PROXIES:
-            continue
-        total += int(row[scur] or 0) + int(row[qcur] or 0)
-    return total
+def haproxy_pid(show_info: str) -> int:
+    """The process id in HAProxy's ``show info`` answer."""
+    for line in show_info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Pid":
+            return int(value)
+    raise ValueError("no Pid in HAProxy's `show info` answer")
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited child not yet reaped by its parent does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
-    """Close each HAProxy's HTTP listener, then wait up to ``timeout_s`` for its requests to end.
+    """Soft-stop each HAProxy, then wait up to ``timeout_s`` for it to exit.
 
-    Returns how many requests were still in flight when it stopped waiting (0: all ended).
+    Returns how many were still serving requests when it stopped waiting (0: all done).
     A HAProxy that cannot be reached counts as drained: there is nothing to wait for.
     """
-    live = []
+    pids = []
     for path in sockets:
         try:
-            answer = command(path, f"disable frontend {HTTP_FRONTEND}").strip()
-        except OSError as exc:
-            log.warning("HAProxy at %s did not answer (%s); not draining it", path, type(exc).__name__)
+            pid = haproxy_pid(command(path, "show info"))
+            os.kill(pid, signal.SIGUSR1)
+        except (OSError, ValueError) as exc:
+            log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
             continue
-        if answer:  # success is silent; an error names what went wrong
-            log.warning("HAProxy at %s refused to close its listener: %s", path, answer)
-        live.append(path)
+        pids.append(pid)
     deadline = time.monotonic() + timeout_s
-    left = 0
-    while live:
-        left = 0
-        for path in list(live):
-            try:
-                left += in_flight(command(path, "show stat"))
-            except (OSError, ValueError):
-                live.remove(path)  # gone (or not answering stats): nothing more to wait for there
-        if left == 0 or time.monotonic() >= deadline:
-            break
+    while (left := sum(running(pid) for pid in pids)) and time.monotonic() < deadline:
         time.sleep(poll_s)
     return left

