@@ -63,21 +63,43 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def processes_of(directory: str) -> set[int]:
+    """HAProxy processes started with a file of ``directory`` (its config): the current one and
+    the soft-stopping ones that earlier reloads left, which may still be answering streams."""
+    found = set()
+    prefix = os.path.join(directory, "")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args and os.path.basename(args[0]) == "haproxy" and any(a.startswith(prefix) for a in args[1:]):
+            found.add(int(entry))
+    return found
+
+
 def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
-    """Soft-stop each HAProxy, then wait up to ``timeout_s`` for it to exit.
+    """Soft-stop each HAProxy (and find its earlier, soft-stopping ones), then wait up to ``timeout_s`` for all to exit.
 
     Returns how many were still serving requests when it stopped waiting (0: all done).
     A HAProxy that cannot be reached counts as drained: there is nothing to wait for.
     """
-    pids = []
+    pids: set[int] = set()
     for path in sockets:
         try:
-            pid = haproxy_pid(command(path, "show info"))
-            os.kill(pid, signal.SIGUSR1)
+            current = haproxy_pid(command(path, "show info"))
         except (OSError, ValueError) as exc:
             log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
             continue
-        pids.append(pid)
+        for pid in {current} | processes_of(os.path.dirname(path)):
+            try:
+                os.kill(pid, signal.SIGUSR1)  # a no-op for one already soft-stopping
+            except OSError:
+                continue
+            pids.add(pid)
     deadline = time.monotonic() + timeout_s
     while (left := sum(running(pid) for pid in pids)) and time.monotonic() < deadline:
         time.sleep(poll_s)
