@@ -39,13 +39,6 @@ from serve_app.ports import free_port
 RESULTS = Path(__file__).parent / "results"
 LOCAL_CONFIG = Path(__file__).parents[1] / "configs" / "local.yaml"
 APP_NAME = "agentserve"
-
-
-def local_logging_config() -> dict[str, Any] | None:
-    """``configs/local.yaml``'s ``logging_config`` (``make run``'s: JSON, no access log)."""
-    return load_serve_config(LOCAL_CONFIG).get("logging_config")
-
-
 STORE_SETTINGS = ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI", "AGENTSERVE_DATA_DIR")
 # The goal-1 turn: one embedding (memory recall), one LLM call, the calculator, one LLM call.
 TOOL_TURN = {"message": "calc: 17*23"}
@@ -54,6 +47,11 @@ TOOL_EXPECT = "The result is 391"
 # NOTE: at 15, processes at 0 (anyone else's tests on a shared machine) get ~28x
 # their CPU share; --niceness 0 makes both stacks compete evenly with them instead.
 RAY_WORKER_NICENESS = 15
+
+
+def local_logging_config() -> dict[str, Any] | None:
+    """``configs/local.yaml``'s ``logging_config`` (``make run``'s: JSON, no access log)."""
+    return load_serve_config(LOCAL_CONFIG).get("logging_config")
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 60) -> None:

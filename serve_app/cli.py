@@ -155,8 +155,8 @@ def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
 
     started = time.monotonic()
     try:
-        sockets = admin_sockets(os.environ.get("RAY_SERVE_HAPROXY_SOCKET_PATH"))
-        if sockets and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        sockets = admin_sockets(os.environ.get("RAY_SERVE_HAPROXY_SOCKET_PATH"))  # none without HAProxy
+        if sockets:
             left = drain(sockets, timeout_s)
             waited = time.monotonic() - started
             if left:

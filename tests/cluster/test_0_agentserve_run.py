@@ -26,10 +26,12 @@ from serve_app.scripted_llm import ScriptedLLMServer
 from tests.cluster.ray_head import free_port
 from tests.support.procs import Proc, alive, descendants
 
+AGENTSERVE = str(Path(sys.executable).with_name("agentserve"))
+
 
 def _start_run(
     port: int, llm_url: str, tmp_path: Path
-) -> tuple[subprocess.Popen[str], list[str], threading.Thread, dict[str, str], str]:
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread, dict[str, str]]:
     """``agentserve run`` on ``port`` against ``llm_url``, its output collected in the returned list."""
     env = {
         **ray_cli_env(),
@@ -40,14 +42,13 @@ def _start_run(
     }
     for key in ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI"):
         env.pop(key, None)
-    exe = str(Path(sys.executable).with_name("agentserve"))
     proc = subprocess.Popen(
-        [exe, "run", f"--port={port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [AGENTSERVE, "run", f"--port={port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
     reader.start()
-    return proc, lines, reader, env, exe
+    return proc, lines, reader, env
 
 
 def _stop_leftovers(seen: set[Proc]) -> list[Proc]:
@@ -63,7 +64,7 @@ def _stop_leftovers(seen: set[Proc]) -> list[Proc]:
 
 def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
     port = free_port()
-    proc, lines, reader, env, exe = _start_run(port, scripted_llm.base_url, tmp_path)
+    proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     seen: set[Proc] = set()
     try:
@@ -96,7 +97,11 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
         status_deadline = time.monotonic() + 120
         while True:
             status = subprocess.run(
-                [exe, "status", "--ray-address", gcs.group(1)], env=env, capture_output=True, text=True, timeout=120
+                [AGENTSERVE, "status", "--ray-address", gcs.group(1)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             assert status.returncode == 0, status.stderr
             if app_running.search(status.stdout) or time.monotonic() > status_deadline:
@@ -159,7 +164,7 @@ def test_ctrl_c_while_waiting_for_ready_stops_at_once(tmp_path: Path) -> None:
     It used to be heard only once the app was ready: for the whole --ready-timeout (300 s).
     """
     port = free_port()
-    proc, lines, reader, _, _ = _start_run(port, f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing there
+    proc, lines, reader, _ = _start_run(port, f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing there
     seen: set[Proc] = set()
     try:
         deadline = time.monotonic() + 180
