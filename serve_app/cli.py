@@ -22,8 +22,10 @@ from serve_app.cli_auth import add_auth_commands
 from serve_app.cli_backup import add_backup_commands
 from serve_app.config_file import load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
-from serve_app.ports import free_port
+from serve_app.ports import free_port, port_in_use
+from serve_app.procfs import descendants
 from serve_app.rollout import add_rollout_commands
+from serve_app.run_guard import RunGuard
 from serve_app.serve_switches import SERVE_FAST_PATH
 
 DASHBOARD_PORT = 8265
@@ -190,18 +192,37 @@ def _stop_serve(timeout_s: float) -> None:
     print(f"Serve's graceful stop: {elapsed:.1f} s (in-flight requests get {timeout_s:g} s); stopping Ray", flush=True)
 
 
+def taken_ports(config: dict[str, Any], metrics_port: int) -> list[str]:
+    """What of the app's HTTP port and the metrics port something else listens on already.
+
+    NOTE: checked before Ray starts: HAProxy failing to bind is only seen as a /ready that
+    never answers, and a server already on the port could answer it instead of the app.
+    """
+    http = config.get("http_options", {})
+    host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
+    taken = [f"{host}:{port} (the app's; --port)"] if port_in_use(host, port) else []
+    if port_in_use("127.0.0.1", metrics_port):
+        taken.append(f"{metrics_port} (metrics; METRICS_PORT)")
+    return taken
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     use_ray_cli_env()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = prepare_config(args.config, args.port, args.host)
+    port = config.get("http_options", {}).get("port", 8000)
+    metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
+    if taken := taken_ports(config, metrics_port):
+        print(f"agentserve run: in use already: {', '.join(taken)}; stop what listens there or "
+              "choose another port", file=sys.stderr)  # fmt: skip
+        return 2
     # NOTE: short and under /tmp: HAProxy refuses longer socket paths (see ray_serve_env).
     serve_state = tempfile.mkdtemp(prefix="ashp-", dir="/tmp")
     for key, value in ray_serve_env(serve_state).items():
         os.environ.setdefault(key, value)  # an explicit RAY_SERVE_...=0 in the environment wins
-    config = prepare_config(args.config, args.port, args.host)
-    port = config.get("http_options", {}).get("port", 8000)
+    guard = RunGuard(serve_state)  # cleans up if this process is killed (serve_app.run_guard)
     import ray
 
-    metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
     # NOTE: no dashboard unless asked: the app does not need it, and on 2 cores it cost
     # ~5 s of start and ~220 MB (docs/benchmarks.md, goal 5). Metrics export does not
     # need it (Ray's metrics agent runs on every node either way); `agentserve status`
@@ -210,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"starting Ray ({shown}) ...", flush=True)
     ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
              configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)  # fmt: skip
+    guard.watch(descendants(os.getpid()))  # Ray's own processes
     print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
 
@@ -222,6 +244,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # for the whole --ready-timeout (300 s) while /ready failed.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # NOTE: a closed terminal (SIGHUP) stops it gently too, unless started under nohup.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _stop)
     try:
         print(
             f"deploying {args.config} ({', '.join(a['name'] for a in config['applications'])}) ...",
@@ -231,6 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not wait_ready(f"http://127.0.0.1:{port}/ready", args.ready_timeout):
             print("the app did not become ready; see `agentserve status`", file=sys.stderr)
             return 1
+        guard.watch(descendants(os.getpid()))  # and the app's
         print(f"\nagentserve is ready on http://127.0.0.1:{port}  (Ctrl-C stops it)\n"
               f"  curl -s localhost:{port}/api/chat -H 'content-type: application/json' "
               f"-d '{{\"message\": \"What is 17*23?\"}}'\n", flush=True)  # fmt: skip
@@ -240,13 +266,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         pass
     finally:
         # NOTE: a second Ctrl-C (or SIGTERM) during shutdown would leave Ray processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         print("stopping ...", flush=True)
         try:
             stop_serve_and_ray(args.stop_timeout)
         finally:
             shutil.rmtree(serve_state, ignore_errors=True)
+        guard.release()  # not reached if stopping failed: the guard then sweeps what is left
     return 0
 
 

@@ -21,6 +21,8 @@ import signal
 import socket
 import time
 
+from serve_app.procfs import stat_fields
+
 log = logging.getLogger(__name__)
 
 
@@ -55,12 +57,8 @@ def haproxy_pid(show_info: str) -> int:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` still runs (an exited child not yet reaped by its parent does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    stat = stat_fields(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def processes_of(directory: str) -> set[int]:

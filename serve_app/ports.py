@@ -32,3 +32,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         _given.add(port)
         return port
     raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port``, so that a server could not bind it now.
+
+    NOTE: with SO_REUSEADDR, as servers bind, so a closed connection's TIME_WAIT does not
+    count; without SO_REUSEPORT, so a listener that set it (HAProxy) still does.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False

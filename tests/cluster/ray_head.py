@@ -18,8 +18,8 @@ from pathlib import Path
 
 from serve_app.cli import ray_cli_env, ray_serve_env
 from serve_app.ports import free_port
+from serve_app.procfs import Proc, alive, descendants
 from serve_app.rollout import DashboardServeCluster
-from tests.support.procs import Proc, alive, descendants
 
 
 @dataclass

@@ -22,9 +22,10 @@ import httpx
 import pytest
 
 from serve_app.cli import DASHBOARD_PORT, ray_cli_env
+from serve_app.ports import port_in_use
+from serve_app.procfs import Proc, alive, cmdline, descendants
 from serve_app.scripted_llm import ScriptedLLMServer
 from tests.cluster.ray_head import free_port
-from tests.support.procs import Proc, alive, descendants
 
 AGENTSERVE = str(Path(sys.executable).with_name("agentserve"))
 
@@ -158,10 +159,13 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
 
 
-def test_ctrl_c_while_waiting_for_ready_stops_at_once(tmp_path: Path) -> None:
-    """Ctrl-C before /ready answers (here: the LLM is unreachable, so it never does) stops the run.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_ctrl_c_while_waiting_for_ready_stops_at_once(sig: signal.Signals, tmp_path: Path) -> None:
+    """Ctrl-C (or a closed terminal's SIGHUP) before /ready answers (here: the LLM is
+    unreachable, so it never does) stops the run gently.
 
-    It used to be heard only once the app was ready: for the whole --ready-timeout (300 s).
+    Ctrl-C used to be heard only once the app was ready: for the whole --ready-timeout
+    (300 s). SIGHUP used to kill the CLI without its stop.
     """
     port = free_port()
     proc, lines, reader, _ = _start_run(port, f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing there
@@ -180,7 +184,7 @@ def test_ctrl_c_while_waiting_for_ready_stops_at_once(tmp_path: Path) -> None:
         except httpx.HTTPError:
             ready = False
         assert not ready, "the app must still be waiting for /ready here"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         code = proc.wait(timeout=90)
     finally:
         if proc.poll() is None:
@@ -191,3 +195,42 @@ def test_ctrl_c_while_waiting_for_ready_stops_at_once(tmp_path: Path) -> None:
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines) and "did not become ready" not in "".join(lines)
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
+
+
+def test_a_killed_run_leaves_nothing_behind(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) on ``agentserve run``: its guard (``serve_app.run_guard``)
+    kills what Ray leaves, so the port is free again at once.
+
+    Without it HAProxy outlived the cluster in one of five trials, holding the port, and
+    Ray's dashboard and runtime-env agents lingered 60-75 s, holding the metrics port.
+    """
+    port = free_port()
+    proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
+    seen: set[Proc] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            seen |= descendants(proc.pid)
+            assert proc.poll() is None, "".join(lines)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.5)
+        seen |= descendants(proc.pid)
+        assert any(cmdline(pid)[:1] and cmdline(pid)[0].endswith("haproxy") for pid, _ in seen), seen
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        while [p for p in seen if alive(p)] and time.monotonic() - killed < 15:
+            time.sleep(0.2)
+        left = [(pid, cmdline(pid)) for pid, start in seen if alive((pid, start))]
+        free = not port_in_use("127.0.0.1", port) and not port_in_use("127.0.0.1", int(env["METRICS_PORT"]))
+    finally:
+        reader.join(timeout=10)
+        _stop_leftovers(seen)
+    assert not left, f"processes of the killed agentserve run left after 15 s: {left}"
+    assert free, "the app's or the metrics port is still taken"
+    assert "killed" in "".join(lines), "the guard did not say what it did"

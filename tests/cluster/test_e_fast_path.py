@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 
+from serve_app.procfs import cmdline, descendants
 from serve_app.serve_switches import SERVE_FAST_PATH
 from tests.cluster.ray_head import RayHead
-from tests.support.procs import cmdline, descendants
 
 
 def environment(pid: int) -> dict[str, str]:

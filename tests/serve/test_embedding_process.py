@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from serve_app.procfs import Proc, alive, cmdline, descendants, stat_fields
 from tests.serve.conftest import APP_NAME
-from tests.support.procs import Proc, alive, cmdline, descendants, stat_fields
 
 pytestmark = pytest.mark.serve
 

@@ -20,7 +20,7 @@ import pytest
 from deployments.embedding import EmbeddingDeployment
 from memory.embedder import EMBEDDING_DIM, SentenceTransformerEmbedder
 from memory.encoder_process import SubprocessEncoder
-from tests.support.procs import stat_fields
+from serve_app.procfs import stat_fields
 
 TEXTS = ["calc: 17*23", "ünïcödé テスト 🚀", "", "The quick brown fox jumps over the lazy dog. " * 80]
 
