@@ -33,16 +33,18 @@ from serve_app.settings import Settings
 logger = logging.getLogger(__name__)
 
 MEMORY_DRAIN_S = 10.0  # how long a stopping replica gives its queued memory writes
+EMBEDDING_CHECK_S = 2.0  # the health report's wait for an Embedding replica (health)
 
 
-async def _timed(name: str, coro: Any) -> tuple[str, CheckResult]:
+async def _timed(name: str, coro: Any, required: bool = True) -> tuple[str, CheckResult]:
     started = time.perf_counter()
     try:
         await coro
-        return name, CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000)
+        return name, CheckResult(ok=True, latency_ms=(time.perf_counter() - started) * 1000, required=required)
     except Exception as exc:
-        error = getattr(exc, "message", None) or type(exc).__name__
-        return name, CheckResult(ok=False, latency_ms=(time.perf_counter() - started) * 1000, error=error)
+        error = getattr(exc, "message", None) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        ms = (time.perf_counter() - started) * 1000
+        return name, CheckResult(ok=False, latency_ms=ms, error=error, required=required)
 
 
 class AgentDeployment:
@@ -203,5 +205,9 @@ class AgentDeployment:
             await _timed("llm", self.llm.ping()),
             await _timed("tools", self.tools.list_tools()),
             await _timed("store", self._ready_and_ping()),
+            # NOTE: not required: a turn goes on without its memories (a failed recall is
+            # logged and counted). Bounded: a call waits while no Embedding replica is up
+            # (one starting, or being replaced), and the Ingress gives the whole report 5 s.
+            await _timed("embedding", asyncio.wait_for(self.embedder.ping(), EMBEDDING_CHECK_S), required=False),
         ]
         return dict(results)

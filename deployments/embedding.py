@@ -78,6 +78,10 @@ class EmbeddingDeployment:
         finally:
             self._in_flight -= 1
 
+    async def ping(self) -> None:
+        """The Agent's health report (``/health``): raises what ``check_health`` would."""
+        await self.check_health()
+
     async def check_health(self) -> None:
         """Fails once the model's process is gone or stuck in a batch, so that Serve replaces this replica."""
         if not isinstance(self.embedder, SubprocessEncoder):

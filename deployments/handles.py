@@ -61,6 +61,15 @@ class HandleToolExecutor:
         return result
 
 
+class EmbeddingDown(Exception):
+    """The Embedding replica's own reason (``EmbeddingDeployment.check_health``'s words, no
+    internals), kept as ``message`` for the health report."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class HandleEmbedder:
     """``Embedder`` over an EmbeddingDeployment handle."""
 
@@ -71,6 +80,13 @@ class HandleEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = await self._embed.remote(texts)
         return vectors
+
+    async def ping(self) -> None:
+        """An Embedding replica answers and its model can encode (``EmbeddingDeployment.ping``)."""
+        try:
+            await self.handle.ping.remote()
+        except RayTaskError as exc:
+            raise EmbeddingDown(str(exc.cause)) from None
 
 
 class HandleAgentService:

@@ -21,6 +21,9 @@ class CheckResult(BaseModel):
     ok: bool
     latency_ms: float
     error: str | None = None
+    # False for what turns go on without (the Embedding: a turn goes on without its
+    # memories): /ready ignores it, /health reports it and says "degraded".
+    required: bool = True
 
 
 class AgentService(Protocol):

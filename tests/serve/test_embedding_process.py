@@ -35,9 +35,24 @@ async def test_a_dead_model_process_gets_its_replica_replaced(deployed_app: str)
     from ray import serve
 
     emb = serve.get_deployment_handle("Embedding", app_name=APP_NAME)
+    agent = serve.get_deployment_handle("Agent", app_name=APP_NAME)
     [before] = await emb.embed.remote(["the same text"])
+    checks = await agent.health.remote()
+    assert checks["embedding"].ok and not checks["embedding"].required
     [child] = model_processes()  # one replica, one model process
     os.kill(child[0], signal.SIGKILL)
+
+    # The Agent's health report (/health) shows it, and only it, until the replica is replaced
+    # (polled: the kill lands a moment after os.kill returns).
+    deadline = time.monotonic() + 10
+    while True:
+        checks = await agent.health.remote()
+        if not checks["embedding"].ok or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert not checks["embedding"].ok, checks
+    assert "model process exited" in (checks["embedding"].error or ""), checks
+    assert all(c.ok for name, c in checks.items() if name != "embedding"), checks
 
     # Until the health check fails the replica over, a call fails with a clear error
     # (or, if the replacement is quick, already succeeds); it never hangs.
@@ -55,6 +70,7 @@ async def test_a_dead_model_process_gets_its_replica_replaced(deployed_app: str)
             assert time.monotonic() < deadline, "the Embedding never recovered from its model process's death"
             await asyncio.sleep(1)
     assert max(abs(x - y) for x, y in zip(before, after, strict=True)) < 1e-6
+    assert (await agent.health.remote())["embedding"].ok
     [new_child] = model_processes()
     assert new_child != child
     assert not alive(child)

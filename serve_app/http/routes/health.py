@@ -24,7 +24,8 @@ class Readiness(BaseModel):
 
 
 class HealthReport(BaseModel):
-    status: Literal["healthy", "unhealthy"]
+    # degraded: every required check passes, some other does not (turns go on without it)
+    status: Literal["healthy", "degraded", "unhealthy"]
     checks: dict[str, CheckResult]
 
 
@@ -57,17 +58,18 @@ async def live() -> dict[str, str]:
 
 @router.get("/ready", responses=_answers(Readiness, "A dependency does not answer"))
 async def ready(request: Request, agent: AgentServiceDep) -> JSONResponse:
-    """200 once every dependency answers, 503 before."""
+    """200 once every dependency that turns need answers, 503 before."""
     checks = await _checks(request, agent)
-    ok = all(c.ok for c in checks.values())
+    ok = all(c.ok for c in checks.values() if c.required)
     body = Readiness(status="ready" if ok else "not_ready")
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/health", responses=_answers(HealthReport, "A dependency is unhealthy"))
+@router.get("/health", responses=_answers(HealthReport, "A dependency that turns need is unhealthy"))
 async def health(request: Request, agent: AgentServiceDep) -> JSONResponse:
-    """Each dependency's status and latency; 503 when any is unhealthy."""
+    """Each dependency's status and latency: 503 when one that turns need fails, "degraded" when another does."""
     checks = await _checks(request, agent)
-    ok = all(c.ok for c in checks.values())
-    body = HealthReport(status="healthy" if ok else "unhealthy", checks=checks)
+    ok = all(c.ok for c in checks.values() if c.required)
+    status = ("healthy" if all(c.ok for c in checks.values()) else "degraded") if ok else "unhealthy"
+    body = HealthReport(status=status, checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
