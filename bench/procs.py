@@ -78,6 +78,7 @@ def role(pid: int) -> str:
         ("raylet", "raylet"),
         ("ray::IDLE", "Ray idle workers"),
         ("memory.encoder_process", "Embedding model process"),
+        ("serve_app.run_guard", "agentserve run guard"),
     ):
         if needle in cmd:
             return name
