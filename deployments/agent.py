@@ -201,13 +201,15 @@ class AgentDeployment:
         await self.store.ping()
 
     async def health(self) -> dict[str, CheckResult]:
-        results = [
-            await _timed("llm", self.llm.ping()),
-            await _timed("tools", self.tools.list_tools()),
-            await _timed("store", self._ready_and_ping()),
+        # NOTE: side by side: the Ingress gives the whole report 5 s, and one slow check
+        # must not make the others time out with it.
+        results = await asyncio.gather(
+            _timed("llm", self.llm.ping()),
+            _timed("tools", self.tools.list_tools()),
+            _timed("store", self._ready_and_ping()),
             # NOTE: not required: a turn goes on without its memories (a failed recall is
             # logged and counted). Bounded: a call waits while no Embedding replica is up
-            # (one starting, or being replaced), and the Ingress gives the whole report 5 s.
-            await _timed("embedding", asyncio.wait_for(self.embedder.ping(), EMBEDDING_CHECK_S), required=False),
-        ]
+            # (one starting, or being replaced).
+            _timed("embedding", asyncio.wait_for(self.embedder.ping(), EMBEDDING_CHECK_S), required=False),
+        )
         return dict(results)
