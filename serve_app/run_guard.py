@@ -121,8 +121,9 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin.buffer:  # until the CLI closes the pipe, or dies
         if line == STOPPED:
             return 0
-        pid, start = line.split()
-        watched.add((int(pid), int(start)))
+        with contextlib.suppress(ValueError):  # a line cut short by the CLI's death
+            pid, start = line.split()
+            watched.add((int(pid), int(start)))
     killed = sweep(run_id, state_dir, watched)
     with contextlib.suppress(OSError):  # the CLI's terminal may be gone with it
         print(f"agentserve run ended without stopping: killed {len(killed)} of its processes", file=sys.stderr)

@@ -52,6 +52,22 @@ def _start_run(
     return proc, lines, reader, env
 
 
+def _wait_ready(proc: subprocess.Popen[str], port: int, lines: list[str], seen: set[Proc]) -> None:
+    """Until ``/ready`` answers 200, adding what runs under ``proc`` to ``seen`` meanwhile."""
+    deadline = time.monotonic() + 240
+    while True:
+        seen |= descendants(proc.pid)
+        assert proc.poll() is None, f"agentserve run exited {proc.returncode}:\n{''.join(lines)}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"never ready:\n{''.join(lines)}"
+        time.sleep(0.5)
+    seen |= descendants(proc.pid)
+
+
 def _stop_leftovers(seen: set[Proc]) -> list[Proc]:
     """Wait a little for ``seen`` to exit, SIGKILL what is left, and say what that was."""
     deadline = time.monotonic() + 20
@@ -69,18 +85,7 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
     base = f"http://127.0.0.1:{port}"
     seen: set[Proc] = set()
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            seen |= descendants(proc.pid)
-            assert proc.poll() is None, f"agentserve run exited {proc.returncode}:\n{''.join(lines)}"
-            try:
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"never ready:\n{''.join(lines)}"
-            time.sleep(0.5)
-        seen |= descendants(proc.pid)
+        _wait_ready(proc, port, lines, seen)
 
         r = httpx.post(f"{base}/api/chat", json={"message": "What is 17*23?"}, timeout=60)
         assert r.status_code == 200, r.text
@@ -208,18 +213,7 @@ def test_a_killed_run_leaves_nothing_behind(scripted_llm: ScriptedLLMServer, tmp
     proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
     seen: set[Proc] = set()
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            seen |= descendants(proc.pid)
-            assert proc.poll() is None, "".join(lines)
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.5)
-        seen |= descendants(proc.pid)
+        _wait_ready(proc, port, lines, seen)
         assert any(cmdline(pid)[:1] and cmdline(pid)[0].endswith("haproxy") for pid, _ in seen), seen
         proc.kill()
         proc.wait()
@@ -229,6 +223,9 @@ def test_a_killed_run_leaves_nothing_behind(scripted_llm: ScriptedLLMServer, tmp
         left = [(pid, cmdline(pid)) for pid, start in seen if alive((pid, start))]
         free = not port_in_use("127.0.0.1", port) and not port_in_use("127.0.0.1", int(env["METRICS_PORT"]))
     finally:
+        if proc.poll() is None:  # it failed before the kill
+            proc.kill()
+            proc.wait()
         reader.join(timeout=10)
         _stop_leftovers(seen)
     assert not left, f"processes of the killed agentserve run left after 15 s: {left}"

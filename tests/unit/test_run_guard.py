@@ -70,6 +70,7 @@ def test_a_killed_run_is_swept(run_env: None, sleepers: list[subprocess.Popen[by
     leftover = _cluster_process(sleepers)
     unrelated = _cluster_process(sleepers, {k: v for k, v in os.environ.items() if k != RUN_ID_ENV})
     assert guard._proc.stdin is not None
+    guard._proc.stdin.write(b"4242")  # a line the CLI's death cut short
     guard._proc.stdin.close()  # the CLI died: its end of the pipe closed without "stopped"
     assert _gone(leftover), "the run's leftover process was not killed"
     assert guard._proc.wait(10) == 0
