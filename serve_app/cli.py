@@ -192,14 +192,12 @@ def _stop_serve(timeout_s: float) -> None:
     print(f"Serve's graceful stop: {elapsed:.1f} s (in-flight requests get {timeout_s:g} s); stopping Ray", flush=True)
 
 
-def taken_ports(config: dict[str, Any], metrics_port: int) -> list[str]:
+def taken_ports(host: str, port: int, metrics_port: int) -> list[str]:
     """What of the app's HTTP port and the metrics port something else listens on already.
 
     NOTE: checked before Ray starts: HAProxy failing to bind is only seen as a /ready that
     never answers, and a server already on the port could answer it instead of the app.
     """
-    http = config.get("http_options", {})
-    host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     taken = [f"{host}:{port} (the app's; --port)"] if port_in_use(host, port) else []
     if port_in_use("127.0.0.1", metrics_port):
         taken.append(f"{metrics_port} (metrics; METRICS_PORT)")
@@ -210,9 +208,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     use_ray_cli_env()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = prepare_config(args.config, args.port, args.host)
-    port = config.get("http_options", {}).get("port", 8000)
+    http = config.get("http_options", {})
+    port = http.get("port", 8000)
     metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
-    if taken := taken_ports(config, metrics_port):
+    if taken := taken_ports(http.get("host", "127.0.0.1"), port, metrics_port):
         print(f"agentserve run: in use already: {', '.join(taken)}; stop what listens there or "
               "choose another port", file=sys.stderr)  # fmt: skip
         return 2

@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 
-from serve_app.procfs import stat_fields
+from serve_app.procfs import cmdline, pids, stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,12 @@ def running(pid: int) -> bool:
 def processes_of(directory: str) -> set[int]:
     """HAProxy processes started with a file of ``directory`` (its config): the current one and
     the soft-stopping ones that earlier reloads left, which may still be answering streams."""
-    found = set()
     prefix = os.path.join(directory, "")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
+    found = set()
+    for pid in pids():
+        args = cmdline(pid)
         if args and os.path.basename(args[0]) == "haproxy" and any(a.startswith(prefix) for a in args[1:]):
-            found.add(int(entry))
+            found.add(pid)
     return found
 
 

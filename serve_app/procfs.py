@@ -9,6 +9,19 @@ from pathlib import Path
 Proc = tuple[int, int]
 
 
+def pids() -> list[int]:
+    """Every process's pid, now."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def environ(pid: int) -> list[bytes]:
+    """The process's environment as ``KEY=VALUE`` entries; [] once it is gone or not ours to read."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name: state, ppid, ..., starttime at [19]."""
     try:
@@ -28,9 +41,9 @@ def cmdline(pid: int) -> list[str]:
 def descendants(root: int) -> set[Proc]:
     """Every live process under ``root``."""
     children: dict[int, list[Proc]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := stat_fields(int(entry))) is not None:
-            children.setdefault(int(stat[1]), []).append((int(entry), int(stat[19])))
+    for pid in pids():
+        if (stat := stat_fields(pid)) is not None:
+            children.setdefault(int(stat[1]), []).append((pid, int(stat[19])))
     found: set[Proc] = set()
     todo = [root]
     while todo:

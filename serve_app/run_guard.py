@@ -26,7 +26,7 @@ import sys
 import uuid
 from collections.abc import Iterable
 
-from serve_app.procfs import Proc, alive
+from serve_app.procfs import Proc, alive, environ, pids
 
 RUN_ID_ENV = "AGENTSERVE_RUN_ID"
 STOPPED = b"stopped\n"
@@ -35,18 +35,7 @@ STOPPED = b"stopped\n"
 def processes_with(key: str, value: str) -> list[int]:
     """Processes (other than this one) whose environment has ``key=value``: those this user may read."""
     needle = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:  # gone, or another user's
-            continue
-        if needle in environ:
-            found.append(int(entry))
-    return found
+    return [pid for pid in pids() if pid != os.getpid() and needle in environ(pid)]
 
 
 def sweep(run_id: str, state_dir: str, watched: Iterable[Proc] = ()) -> list[int]:

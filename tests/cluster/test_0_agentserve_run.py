@@ -22,10 +22,9 @@ import httpx
 import pytest
 
 from serve_app.cli import DASHBOARD_PORT, ray_cli_env
-from serve_app.ports import port_in_use
+from serve_app.ports import free_port, port_in_use
 from serve_app.procfs import Proc, alive, cmdline, descendants
 from serve_app.scripted_llm import ScriptedLLMServer
-from tests.cluster.ray_head import free_port
 
 AGENTSERVE = str(Path(sys.executable).with_name("agentserve"))
 
