@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from memory.lance_memory import LanceVectorMemory, table_name
 from memory.vector_in_memory import DIM, InMemoryVectorMemory
 from serve_app.observability import PrometheusBackend
 from serve_app.observability.observer import MetricsObserver
+from tests.support import lance_writer
 from tests.support.prom import sample
 
 Vectors = npt.NDArray[np.float32]
@@ -736,3 +738,60 @@ async def test_a_copy_behind_only_the_replica_s_own_commit_is_not_behind_another
     finally:
         for m in (memory, other):
             await m.close()
+
+
+async def test_two_replicas_writing_one_table_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Two processes (two Agent replicas) create, append to, replace in and delete from one
+    user's table at the same time, each building the index and compacting it as it goes:
+    LanceDB retries the commits that conflict, so no write fails and every item either
+    wrote ends as its last write left it, with no other row."""
+    uri = str(tmp_path / "lance")
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    writers = [ctx.Process(target=lance_writer.write, args=(uri, tag, 150, start, results)) for tag in "ab"]
+    for p in writers:
+        p.start()
+    try:
+        done = dict(results.get(timeout=180) for _ in writers)
+    finally:
+        for p in writers:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert done["a"]["errors"] == [] and done["b"]["errors"] == []
+    expected = {**done["a"]["live"], **done["b"]["live"]}
+    assert len(expected) == 2 * 94  # 150 writes each: 107 appends, 30 replacements, 13 deletions
+    memory = LanceVectorMemory(uri)
+    await memory.setup()
+    try:
+        table = await memory._table("alice", create=False)
+        assert table is not None
+        rows = (await table.query().select(["id", "text"]).to_arrow()).to_pylist()
+        assert {r["id"]: r["text"] for r in rows} == expected and len(rows) == len(expected)
+        assert await memory.has_index("alice")
+    finally:
+        await memory.close()
+
+
+async def test_optimizing_an_indexed_table_writes_nothing_to_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Lance's own (Rust) warnings go to the process's stderr as plain text, past the JSON
+    logs: an optimize that folds new rows into the index, every ``optimize_every`` writes in
+    production, must not write one (Lance 13's notice about index statistics, opted out of
+    at import)."""
+    memory = LanceVectorMemory(str(tmp_path / "lance"), index_threshold=40, optimize_every=1000)
+    await memory.setup()
+    try:
+        await memory.add(items_for("alice", 45), as_lists(random_vectors(45, seed=30)))
+        await memory.wait_background()
+        assert await memory.has_index("alice")
+        await memory.add(items_for("alice", 3, "late"), as_lists(random_vectors(3, seed=31)), new=True)
+        capfd.readouterr()
+        table = await memory._table("alice", create=False)
+        assert table is not None
+        await memory._optimize(table)
+        err = capfd.readouterr().err
+        assert "WARN" not in err and "centroids" not in err, err
+    finally:
+        await memory.close()
