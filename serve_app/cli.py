@@ -30,6 +30,7 @@ from serve_app.serve_switches import SERVE_FAST_PATH
 
 DASHBOARD_PORT = 8265
 LOCAL_LLM_APP = "local-llm"
+DEFAULT_CONFIG = "configs/local.yaml"
 
 
 # How long Ctrl-C lets Serve shut down gracefully (in-flight requests finish) before Ray
@@ -77,6 +78,26 @@ def ray_cli_env() -> dict[str, str]:
 def use_ray_cli_env() -> None:
     """Put ``ray_cli_env``'s Ray settings into this process, before it starts or joins Ray."""
     os.environ.update({k: v for k, v in ray_cli_env().items() if k.startswith("RAY_")})
+
+
+def config_path(given: str | None) -> Path:
+    """``--config`` as given; by default ``configs/local.yaml`` of the working directory (a
+    checkout, the image's WORKDIR), else of the checkout this package runs from (its venv's
+    ``agentserve`` started elsewhere)."""
+    if given is not None:
+        return Path(given)
+    here = Path(DEFAULT_CONFIG)
+    beside = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG
+    return beside if not here.exists() and beside.exists() else here
+
+
+def config_problem(exc: Exception) -> str:
+    """Why a config file cannot be used, in one line (no traceback)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file (choose one with --config)"
+    if isinstance(exc, yaml.YAMLError):
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    return f"invalid: {exc}"
 
 
 def prepare_config(path: str, port: int | None, host: str | None = None) -> dict[str, Any]:
@@ -207,7 +228,12 @@ def taken_ports(host: str, port: int, metrics_port: int) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     use_ray_cli_env()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = prepare_config(args.config, args.port, args.host)
+    path = config_path(args.config)
+    try:
+        config = prepare_config(str(path), args.port, args.host)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"agentserve run: not started: {path}: {config_problem(exc)}", file=sys.stderr)
+        return 2
     http = config.get("http_options", {})
     port = http.get("port", 8000)
     metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
@@ -248,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, _stop)
     try:
         print(
-            f"deploying {args.config} ({', '.join(a['name'] for a in config['applications'])}) ...",
+            f"deploying {path} ({', '.join(a['name'] for a in config['applications'])}) ...",
             flush=True,
         )
         serve_deploy(config)
@@ -309,17 +335,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    failed = 0
     for path in args.files:
-        validate_serve_config(load_serve_config(path))
-        print(f"{path}: ok")
-    return 0
+        try:
+            validate_serve_config(load_serve_config(path))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            print(f"{path}: {config_problem(exc)}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start a local Ray, deploy a config, serve until Ctrl-C")
-    run.add_argument("--config", default="configs/local.yaml")
+    run.add_argument("--config", default=None,
+                     help=f"a Serve config (default: {DEFAULT_CONFIG} here, else the project's)")  # fmt: skip
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
     run.add_argument("--host", default=None, help="HTTP bind address (default: the config's, 127.0.0.1)")
     run.add_argument("--ready-timeout", type=float, default=300)
