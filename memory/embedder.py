@@ -144,7 +144,11 @@ class MeanPoolingEncoder:
 
     def _load(self) -> Any:
         from transformers import AutoModel
+        from transformers.utils import logging as transformers_logging
 
+        # NOTE: transformers draws a "Loading weights" progress bar on stderr: in a replica's
+        # log, a line of carriage returns among the JSON lines, at every start.
+        transformers_logging.disable_progress_bar()
         return AutoModel.from_pretrained(self.model_path).to(self.device).eval()
 
     @property

@@ -193,3 +193,12 @@ def test_bfloat16_is_refused_for_a_model_on_the_library_path(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="bfloat16 needs a mean-pooling model"):
         SentenceTransformerEmbedder(str(model), precision="bfloat16")
     assert SentenceTransformerEmbedder(str(model)).precision == "float32"  # auto
+
+
+def test_loading_the_model_draws_no_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    """A replica's stderr is its log: transformers' "Loading weights" bar would put a line
+    of carriage returns among the JSON lines at every start."""
+    capfd.readouterr()
+    MeanPoolingEncoder(bundled_model_dir(), max_length=mean_pooling_max_length(bundled_model_dir()) or 256)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "\r" not in err, err
