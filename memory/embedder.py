@@ -148,7 +148,7 @@ class MeanPoolingEncoder:
 
         # NOTE: transformers draws a "Loading weights" progress bar on stderr: in a replica's
         # log, a line of carriage returns among the JSON lines, at every start.
-        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         return AutoModel.from_pretrained(self.model_path).to(self.device).eval()
 
     @property

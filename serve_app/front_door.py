@@ -9,7 +9,18 @@ closes its listeners, closes idle keep-alive connections, answers the requests i
 flight with ``Connection: close`` and exits when the last one is done (Ray's config
 bounds that with ``hard-stop-after``). Closing the listener alone was not enough: a
 client that keeps connections alive (nginx's ``keepalive`` upstream in compose) kept
-sending new requests through them. Serve stops once HAProxy has exited.
+sending new requests through them.
+
+Serve stops once no request is in flight through HAProxy, not once HAProxy has exited:
+Ray's config has ``option idle-close-on-response``, so a soft-stopping HAProxy keeps an
+idle kept-alive connection open until it carries one more request (answered, then
+closed) or ``timeout http-keep-alive`` ends it. The Agent's own LLM client (the local
+model is reached through HAProxy) and nginx hold such connections, so waiting for the
+exit waited out the whole stop timeout and reported requests cut that did not exist.
+The soft-stop closes the admin socket's listener too, so the drain opens an interactive
+admin session first (``prompt``), which lives on through the soft-stop, and reads the
+streams in flight with ``show sess``. An earlier HAProxy that a reload left soft-stopping
+has no admin socket any more; it is waited for until it exits.
 """
 
 from __future__ import annotations
@@ -73,26 +84,77 @@ def processes_of(directory: str) -> set[int]:
     return found
 
 
+class AdminSession:
+    """An interactive session on HAProxy's runtime API: it outlives the soft-stop, which closes
+    the admin socket's listener but not the connections already made to it."""
+
+    def __init__(self, sock_path: str, timeout_s: float = 5.0) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout_s)
+            self._sock.connect(sock_path)
+            self.ask("prompt")
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def ask(self, line: str) -> str:
+        """One command's answer (each ends with the prompt, ``"\\n> "``)."""
+        self._sock.sendall(line.encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n> "):
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("HAProxy closed its admin session")
+            answer += chunk
+        return answer[: -len(b"> ")].decode(errors="replace")
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def requests_in_flight(show_sess: str) -> int:
+    """Streams in ``show sess`` that carry a request: all but admin sessions (``fe=GLOBAL``)."""
+    return sum(1 for line in show_sess.splitlines() if " fe=" in line and " fe=GLOBAL " not in line)
+
+
+def _busy(session: AdminSession) -> bool:
+    try:
+        return requests_in_flight(session.ask("show sess")) > 0
+    except OSError:  # HAProxy exited (the last request done, or hard-stop-after): nothing left
+        return False
+
+
 def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
-    """Soft-stop each HAProxy (and find its earlier, soft-stopping ones), then wait up to ``timeout_s`` for all to exit.
+    """Soft-stop each HAProxy (and find its earlier, soft-stopping ones), then wait up to
+    ``timeout_s`` until none carries a request.
 
     Returns how many were still serving requests when it stopped waiting (0: all done).
     A HAProxy that cannot be reached counts as drained: there is nothing to wait for.
     """
-    pids: set[int] = set()
-    for path in sockets:
-        try:
-            current = haproxy_pid(command(path, "show info"))
-        except (OSError, ValueError) as exc:
-            log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
-            continue
-        for pid in {current} | processes_of(os.path.dirname(path)):
+    sessions: list[AdminSession] = []
+    earlier: set[int] = set()  # soft-stopping since a reload: no admin socket, waited for until gone
+    try:
+        for path in sockets:
             try:
-                os.kill(pid, signal.SIGUSR1)  # a no-op for one already soft-stopping
-            except OSError:
+                session = AdminSession(path)
+                current = haproxy_pid(session.ask("show info"))
+            except (OSError, ValueError) as exc:
+                log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
                 continue
-            pids.add(pid)
-    deadline = time.monotonic() + timeout_s
-    while (left := sum(running(pid) for pid in pids)) and time.monotonic() < deadline:
-        time.sleep(poll_s)
-    return left
+            sessions.append(session)
+            earlier |= processes_of(os.path.dirname(path)) - {current}
+            for pid in {current} | earlier:
+                try:
+                    os.kill(pid, signal.SIGUSR1)  # a no-op for one already soft-stopping
+                except OSError:
+                    earlier.discard(pid)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = sum(_busy(s) for s in sessions) + sum(running(pid) for pid in earlier)
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(poll_s)
+    finally:
+        for session in sessions:
+            session.close()
