@@ -83,6 +83,7 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
     proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     seen: set[Proc] = set()
+    kept = httpx.Client()
     try:
         _wait_ready(proc, port, lines, seen)
 
@@ -136,6 +137,9 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
             except httpx.HTTPError as exc:
                 turn["error"] = repr(exc)
 
+        # ... and a connection kept alive, idle until the run has ended (as nginx's and the local
+        # model's client's are): HAProxy's soft-stop keeps it open, and the drain must not wait for it.
+        assert kept.get(f"{base}/live", timeout=10).status_code == 200
         in_flight = threading.Thread(target=slow_turn)
         in_flight.start()
         time.sleep(1.0)
@@ -152,11 +156,12 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        kept.close()
         reader.join(timeout=10)
         left = _stop_leftovers(seen)  # anything left (a raylet, a replica) is stopped, then reported
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines)
-    assert re.search(r"HAProxy drained in [\d.]+ s", "".join(lines))
+    assert re.search(r"HAProxy drained in [\d.]+ s", "".join(lines)), "".join(lines)  # not "still answering"
     # Ctrl-C went through the bounded stop (--stop-timeout), not serve.shutdown()'s 30 s wait.
     assert re.search(r"Serve's graceful stop: [\d.]+ s \(in-flight requests get 10 s\)", "".join(lines))
     assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"
