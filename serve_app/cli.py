@@ -103,6 +103,7 @@ def config_problem(exc: Exception) -> str:
 def prepare_config(path: str, port: int | None, host: str | None = None) -> dict[str, Any]:
     """The config to deploy: the local model only without LLM_BASE_URL; the chosen host/port."""
     config = load_serve_config(path)
+    validate_serve_config(config)  # as written (the edits below assume its shape), and again after
     if host is not None:
         config.setdefault("http_options", {})["host"] = host
     if os.environ.get("LLM_BASE_URL"):

@@ -5,11 +5,11 @@ NOTE: Serve's shutdown kills its HAProxy at once (Ray 2.60's ``HAProxyApi.stop``
 through it was cut ("Server disconnected without sending a response"), whatever
 ``graceful_shutdown_timeout_s`` says. ``agentserve run`` (Ctrl-C, ``docker stop``) first
 soft-stops HAProxy (SIGUSR1, the signal its own reloads send the old process): it
-closes its listeners, closes idle keep-alive connections, answers the requests in
-flight with ``Connection: close`` and exits when the last one is done (Ray's config
-bounds that with ``hard-stop-after``). Closing the listener alone was not enough: a
-client that keeps connections alive (nginx's ``keepalive`` upstream in compose) kept
-sending new requests through them.
+closes its listeners, answers the requests in flight with ``Connection: close`` and
+exits when its last connection is gone (Ray's config bounds that with
+``hard-stop-after``). Closing the listener alone was not enough: a client that keeps
+connections alive (nginx's ``keepalive`` upstream in compose) kept sending new requests
+through them.
 
 Serve stops once no request is in flight through HAProxy, not once HAProxy has exited:
 Ray's config has ``option idle-close-on-response``, so a soft-stopping HAProxy keeps an
@@ -118,11 +118,28 @@ def requests_in_flight(show_sess: str) -> int:
     return sum(1 for line in show_sess.splitlines() if " fe=" in line and " fe=GLOBAL " not in line)
 
 
-def _busy(session: AdminSession) -> bool:
-    try:
-        return requests_in_flight(session.ask("show sess")) > 0
-    except OSError:  # HAProxy exited (the last request done, or hard-stop-after): nothing left
-        return False
+class _Watched:
+    """One HAProxy being drained: its admin session while that answers, else its process."""
+
+    def __init__(self, session: AdminSession, pid: int) -> None:
+        self.session: AdminSession | None = session
+        self.pid = pid
+
+    def busy(self) -> bool:
+        if self.session is not None:
+            try:
+                return requests_in_flight(self.session.ask("show sess")) > 0
+            except TimeoutError:  # no answer in time (a stuck or very busy HAProxy): watch its exit
+                self.close()
+            except OSError:  # the session ended: HAProxy exited (its last connection, or hard-stop-after)
+                self.close()
+                return False
+        return running(self.pid)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
 
 def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
@@ -132,17 +149,22 @@ def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
     Returns how many were still serving requests when it stopped waiting (0: all done).
     A HAProxy that cannot be reached counts as drained: there is nothing to wait for.
     """
-    sessions: list[AdminSession] = []
+    watched: list[_Watched] = []
     earlier: set[int] = set()  # soft-stopping since a reload: no admin socket, waited for until gone
     try:
         for path in sockets:
             try:
                 session = AdminSession(path)
-                current = haproxy_pid(session.ask("show info"))
-            except (OSError, ValueError) as exc:
+            except OSError as exc:
                 log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
                 continue
-            sessions.append(session)
+            try:
+                current = haproxy_pid(session.ask("show info"))
+            except (OSError, ValueError) as exc:
+                session.close()
+                log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
+                continue
+            watched.append(_Watched(session, current))
             earlier |= processes_of(os.path.dirname(path)) - {current}
             for pid in {current} | earlier:
                 try:
@@ -151,10 +173,10 @@ def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
                     earlier.discard(pid)
         deadline = time.monotonic() + timeout_s
         while True:
-            left = sum(_busy(s) for s in sessions) + sum(running(pid) for pid in earlier)
+            left = sum(w.busy() for w in watched) + sum(running(pid) for pid in earlier)
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(poll_s)
     finally:
-        for session in sessions:
-            session.close()
+        for w in watched:
+            w.close()

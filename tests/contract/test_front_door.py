@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -249,3 +250,42 @@ def test_nothing_to_drain_without_haproxy(tmp_path: Path) -> None:
 def test_show_info_without_a_pid_is_refused() -> None:
     with pytest.raises(ValueError):
         haproxy_pid("Unknown command\n")
+
+
+def test_a_haproxy_whose_admin_session_stops_answering_is_waited_for_until_it_exits(tmp_path: Path) -> None:
+    """An admin session that answers nothing in time (a stuck HAProxy): the drain falls back
+    to waiting for that process's exit, within its timeout, instead of calling it drained."""
+    node_dir = tmp_path / "0123abcd"
+    node_dir.mkdir()
+    # Stands in for the stuck process: its pid, alive, deaf to the soft-stop's SIGUSR1.
+    haproxy = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); time.sleep(60)"]
+    )
+    time.sleep(0.5)  # its handler set
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(node_dir / "admin.sock"))
+    listener.listen()
+
+    def admin() -> None:  # answers `prompt` and `show info`, then goes silent
+        conn, _ = listener.accept()
+        with conn:
+            for answer in (b"\n> ", f"Name: HAProxy\nPid: {haproxy.pid}\n\n> ".encode()):
+                conn.recv(4096)
+                conn.sendall(answer)
+            conn.recv(4096)  # `show sess`, never answered
+            time.sleep(30)
+
+    threading.Thread(target=admin, daemon=True).start()
+    killer = threading.Timer(6.5, haproxy.kill)  # after the session's 5 s answer timeout
+    killer.start()
+    try:
+        started = time.monotonic()
+        left = drain(admin_sockets(str(tmp_path / "admin.sock")), timeout_s=20)
+        waited = time.monotonic() - started
+    finally:
+        killer.cancel()
+        haproxy.kill()
+        haproxy.wait()
+        listener.close()
+    assert left == 0
+    assert 6.5 <= waited < 15, waited  # until the process was gone, not at the silent session's timeout

@@ -46,6 +46,7 @@ BAD_CONFIGS = {
     "missing": (None, "no such file (choose one with --config)"),
     "yaml": ("applications: [\n  - name: x\n", "not valid YAML"),
     "not_a_mapping": ("- just\n- a list\n", "not a Serve config"),
+    "no_applications": ("http_options: {port: 8000}\n", "applications\n  Field required"),
     "bad_field": (
         LOCAL.read_text().replace("max_steps:", "max_stepz:", 1),
         "deployment 'Agent': invalid user_config",
