@@ -128,6 +128,20 @@ def _wait_in_flight(sock: str) -> None:
         time.sleep(0.02)
 
 
+def _kept_alive_and_one_in_flight(
+    url: str, sock: str, seconds: float
+) -> tuple[httpx.Client, dict[str, object], threading.Thread]:
+    """A client that keeps its connection alive (as nginx's `keepalive` upstream and the Agent's
+    LLM client do), idle after one request; and a request of ``seconds`` in flight."""
+    kept = httpx.Client()
+    assert kept.get(f"{url}/sleep/0", timeout=10).status_code == 200
+    results: dict[str, object] = {}
+    request = threading.Thread(target=_request, args=(f"{url}/sleep/{seconds}", results))
+    request.start()
+    _wait_in_flight(sock)
+    return kept, results, request
+
+
 def test_drain_lets_the_request_in_flight_finish_and_no_longer(haproxy: Front) -> None:
     url, configured, proc = haproxy.url, haproxy.configured, haproxy.proc
     sockets = admin_sockets(configured)
@@ -135,15 +149,7 @@ def test_drain_lets_the_request_in_flight_finish_and_no_longer(haproxy: Front) -
     assert haproxy_pid(command(sockets[0], "show info")) == proc.pid
     assert processes_of(os.path.dirname(sockets[0])) == {proc.pid}
 
-    # A client that keeps its connection alive (as nginx's `keepalive` upstream and the
-    # Agent's LLM client do), idle while the drain runs.
-    kept = httpx.Client()
-    assert kept.get(f"{url}/sleep/0", timeout=10).status_code == 200
-    results: dict[str, object] = {}
-    request = threading.Thread(target=_request, args=(f"{url}/sleep/1.5", results))
-    request.start()
-    _wait_in_flight(sockets[0])
-
+    kept, results, request = _kept_alive_and_one_in_flight(url, sockets[0], 1.5)  # kept idle meanwhile
     left = drain(sockets, timeout_s=20)
     drained_at = time.monotonic()
     request.join(timeout=30)
@@ -168,12 +174,7 @@ def test_drain_waits_for_a_request_sent_on_a_kept_alive_connection_meanwhile(hap
     """A soft-stopping HAProxy still answers one more request on an idle kept-alive connection
     (then closes it): that request is in flight too, and the drain waits for it."""
     url, sockets = haproxy.url, admin_sockets(haproxy.configured)
-    kept = httpx.Client()
-    assert kept.get(f"{url}/sleep/0", timeout=10).status_code == 200
-    first: dict[str, object] = {}
-    request = threading.Thread(target=_request, args=(f"{url}/sleep/1", first))
-    request.start()
-    _wait_in_flight(sockets[0])
+    kept, first, request = _kept_alive_and_one_in_flight(url, sockets[0], 1)
     late: dict[str, object] = {}
 
     def send_late() -> None:
