@@ -214,6 +214,20 @@ def _stop_serve(timeout_s: float) -> None:
     print(f"Serve's graceful stop: {elapsed:.1f} s (in-flight requests get {timeout_s:g} s); stopping Ray", flush=True)
 
 
+def tcp_port(value: str) -> int:
+    """An argparse type: a TCP port a server can listen on."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
+def bad_ports(ports: dict[str, object]) -> str:
+    """What of ``ports`` (by where each was set) is not a TCP port, in one line; "" if all are."""
+    bad = [f"{where} {value!r} is not a TCP port (1-65535)" for where, value in ports.items()
+           if not str(value).isdigit() or not 1 <= int(str(value)) <= 65535]  # fmt: skip
+    return "; ".join(bad)
+
+
 def taken_ports(host: str, port: int, metrics_port: int) -> list[str]:
     """What of the app's HTTP port and the metrics port something else listens on already.
 
@@ -237,7 +251,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     http = config.get("http_options", {})
     port = http.get("port", 8000)
-    metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
+    metrics_port = os.environ.get("METRICS_PORT", "8080")
+    if bad := bad_ports({f"{path}: http_options.port": port, "METRICS_PORT": metrics_port}):
+        print(f"agentserve run: not started: {bad}", file=sys.stderr)
+        return 2
+    metrics_port = int(metrics_port)
     if taken := taken_ports(http.get("host", "127.0.0.1"), port, metrics_port):
         print(f"agentserve run: in use already: {', '.join(taken)}; stop what listens there or "
               "choose another port", file=sys.stderr)  # fmt: skip
@@ -354,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start a local Ray, deploy a config, serve until Ctrl-C")
     run.add_argument("--config", default=None,
                      help=f"a Serve config (default: {DEFAULT_CONFIG} here, else the project's)")  # fmt: skip
-    run.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
+    run.add_argument("--port", type=tcp_port, default=None, help="HTTP port (default: the config's)")
     run.add_argument("--host", default=None, help="HTTP bind address (default: the config's, 127.0.0.1)")
     run.add_argument("--ready-timeout", type=float, default=300)
     run.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT_S,

@@ -30,8 +30,8 @@ def taken_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-def _agentserve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METRICS_PORT": str(free_port()), "LLM_BASE_URL": "http://127.0.0.1:9/v1"}
+def _agentserve(*args: str, cwd: Path | None = None, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "METRICS_PORT": str(free_port()), "LLM_BASE_URL": "http://127.0.0.1:9/v1", **env_vars}
     return subprocess.run([AGENTSERVE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
@@ -75,3 +75,17 @@ def test_check_config_reports_each_file(tmp_path: Path) -> None:
     assert f"{bad}: invalid: " in done.stderr and f"{tmp_path / 'missing.yaml'}: no such file" in done.stderr
     assert "Traceback" not in done.stderr
     assert _agentserve("check-config", str(LOCAL)).returncode == 0
+
+
+def test_a_port_that_is_no_tcp_port_is_refused_naming_where_it_was_set(tmp_path: Path) -> None:
+    """Before, a bind() OverflowError or int() ValueError traceback."""
+    config = tmp_path / "config.yaml"
+    config.write_text(LOCAL.read_text().replace("port: 8000", "port: 70000", 1))
+    runs = {
+        "argument --port: '70000' is not a TCP port (1-65535)": _agentserve("run", "--port", "70000"),
+        "METRICS_PORT 'metrics' is not a TCP port": _agentserve("run", f"--port={free_port()}", METRICS_PORT="metrics"),
+        f"{config}: http_options.port 70000 is not a TCP port": _agentserve("run", "--config", str(config)),
+    }
+    for message, done in runs.items():
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "starting Ray" not in done.stdout
