@@ -214,18 +214,22 @@ def _stop_serve(timeout_s: float) -> None:
     print(f"Serve's graceful stop: {elapsed:.1f} s (in-flight requests get {timeout_s:g} s); stopping Ray", flush=True)
 
 
+def is_tcp_port(value: object) -> bool:
+    """A port a server can listen on: 1-65535, as an int or its digits."""
+    return str(value).isdigit() and 1 <= int(str(value)) <= 65535
+
+
 def tcp_port(value: str) -> int:
-    """An argparse type: a TCP port a server can listen on."""
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    """An argparse type: a TCP port."""
+    if not is_tcp_port(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
     return int(value)
 
 
 def bad_ports(ports: dict[str, object]) -> str:
     """What of ``ports`` (by where each was set) is not a TCP port, in one line; "" if all are."""
-    bad = [f"{where} {value!r} is not a TCP port (1-65535)" for where, value in ports.items()
-           if not str(value).isdigit() or not 1 <= int(str(value)) <= 65535]  # fmt: skip
-    return "; ".join(bad)
+    return "; ".join(f"{where} {value!r} is not a TCP port (1-65535)" for where, value in ports.items()
+                     if not is_tcp_port(value))  # fmt: skip
 
 
 def taken_ports(host: str, port: int, metrics_port: int) -> list[str]:
