@@ -20,7 +20,7 @@ import yaml
 
 from serve_app.cli_auth import add_auth_commands
 from serve_app.cli_backup import add_backup_commands
-from serve_app.config_file import load_serve_config, validate_serve_config
+from serve_app.config_file import CONFIG_ERRORS, config_problem, load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
 from serve_app.ports import free_port, port_in_use
 from serve_app.procfs import descendants
@@ -89,15 +89,6 @@ def config_path(given: str | None) -> Path:
     here = Path(DEFAULT_CONFIG)
     beside = Path(__file__).resolve().parents[1] / DEFAULT_CONFIG
     return beside if not here.exists() and beside.exists() else here
-
-
-def config_problem(exc: Exception) -> str:
-    """Why a config file cannot be used, in one line (no traceback)."""
-    if isinstance(exc, FileNotFoundError):
-        return "no such file (choose one with --config)"
-    if isinstance(exc, yaml.YAMLError):
-        return f"not valid YAML: {' '.join(str(exc).split())}"
-    return f"invalid: {exc}"
 
 
 def prepare_config(path: str, port: int | None, host: str | None = None) -> dict[str, Any]:
@@ -250,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     try:
         config = prepare_config(str(path), args.port, args.host)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except CONFIG_ERRORS as exc:
         print(f"agentserve run: not started: {path}: {config_problem(exc)}", file=sys.stderr)
         return 2
     http = config.get("http_options", {})
@@ -362,7 +353,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             validate_serve_config(load_serve_config(path))
-        except (OSError, ValueError, yaml.YAMLError) as exc:
+        except CONFIG_ERRORS as exc:
             print(f"{path}: {config_problem(exc)}", file=sys.stderr)
             failed += 1
         else:

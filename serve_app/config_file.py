@@ -24,6 +24,18 @@ def load_serve_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def config_problem(exc: Exception) -> str:
+    """Why a config file cannot be used, in one line (no traceback)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file (choose one with --config)"
+    if isinstance(exc, yaml.YAMLError):
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    return f"invalid: {exc}"
+
+
+CONFIG_ERRORS = (OSError, ValueError, yaml.YAMLError)  # what config_problem explains
+
+
 def validate_serve_config(config: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the app and field when the config is invalid."""
     from ray.serve.schema import ServeDeploySchema

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from serve_app.config_file import CONFIG_ERRORS, config_problem
 from serve_app.kuberay.render import DEFAULT_IMAGE, FILES, render_files
 from serve_app.kuberay.validate import validate_object
 
@@ -22,10 +23,15 @@ def _echo(line: str, err: bool = False) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    opts = {"name": args.name, "namespace": args.namespace, "image": args.image, "host": args.host}
+    try:
+        files = render_files(args.config, ingress_class=args.ingress_class, **opts)
+    except CONFIG_ERRORS as exc:
+        print(f"agentserve kuberay render: nothing written: {args.config}: {config_problem(exc)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opts = {"name": args.name, "namespace": args.namespace, "image": args.image, "host": args.host}
-    for file_name, text in render_files(args.config, ingress_class=args.ingress_class, **opts).items():
+    for file_name, text in files.items():
         (out / file_name).write_text(text)
         print(out / file_name)
     return 0
@@ -40,6 +46,10 @@ def _load(paths: list[str]) -> tuple[list[dict[str, Any]], int]:
         except (OSError, yaml.YAMLError) as exc:
             loaded, failed = [], failed + 1
             print(f"{path}: {exc}", file=sys.stderr)
+        else:
+            if not loaded:
+                failed += 1
+                print(f"{path}: no Kubernetes objects in it", file=sys.stderr)
         for doc in loaded:
             what = f"{path}: {doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
             try:

@@ -251,3 +251,18 @@ def test_importing_the_package_imports_neither_ray_nor_kubernetes() -> None:
     # `agentserve` imports it for every command: the kubernetes client loads only for apply/status/delete.
     code = "import sys, serve_app.kuberay; sys.exit('ray' in sys.modules or 'kubernetes' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
+
+
+def test_cli_with_a_config_or_file_it_cannot_use_says_so_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    assert kuberay.main(["render", "--config", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
+    assert f"nothing written: {tmp_path / 'missing.yaml'}: no such file" in capsys.readouterr().err
+    local = ROOT / "configs" / "local.yaml"  # the local model: unfit for production
+    assert kuberay.main(["render", "--config", str(local), "--out", str(out)]) == 2
+    assert "local-llm" in capsys.readouterr().err and not out.exists()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("just text\n")
+    assert kuberay.main(["validate", str(empty)]) == 1  # before: nothing said, exit 0
+    assert f"{empty}: no Kubernetes objects in it" in capsys.readouterr().err
