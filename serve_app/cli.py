@@ -354,7 +354,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         try:
             validate_serve_config(load_serve_config(path))
         except CONFIG_ERRORS as exc:
-            print(f"{path}: {config_problem(exc)}", file=sys.stderr)
+            print(f"{path}: {config_problem(exc, option=None)}", file=sys.stderr)
             failed += 1
         else:
             print(f"{path}: ok")

@@ -24,10 +24,10 @@ def load_serve_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def config_problem(exc: Exception) -> str:
-    """Why a config file cannot be used, in one line (no traceback)."""
+def config_problem(exc: Exception, option: str | None = "--config") -> str:
+    """Why a config file cannot be used, in one line (no traceback); ``option`` chooses another file."""
     if isinstance(exc, FileNotFoundError):
-        return "no such file (choose one with --config)"
+        return f"no such file (choose one with {option})" if option else "no such file"
     if isinstance(exc, yaml.YAMLError):
         return f"not valid YAML: {' '.join(str(exc).split())}"
     return f"invalid: {exc}"

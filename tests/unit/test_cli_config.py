@@ -72,7 +72,7 @@ def test_check_config_reports_each_file(tmp_path: Path) -> None:
     done = _agentserve("check-config", str(LOCAL), str(bad), str(tmp_path / "missing.yaml"))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{LOCAL}: ok" in done.stdout
-    assert f"{bad}: invalid: " in done.stderr and f"{tmp_path / 'missing.yaml'}: no such file" in done.stderr
+    assert f"{bad}: invalid: " in done.stderr and f"{tmp_path / 'missing.yaml'}: no such file\n" in done.stderr
     assert "Traceback" not in done.stderr
     assert _agentserve("check-config", str(LOCAL)).returncode == 0
 
