@@ -107,6 +107,13 @@ def _guarded(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return run
 
 
+def _seconds(value: str) -> int:
+    """An argparse type: a positive whole number of seconds."""
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number of seconds")
+    return int(value)
+
+
 def add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``token`` and ``keys`` on the ``agentserve`` parser's subcommands."""
     token = sub.add_parser("token", help="JWTs for callers (signed with the JWT_* settings)")
@@ -114,7 +121,7 @@ def add_auth_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     mint = token_sub.add_parser("mint", help="print a signed JWT")
     mint.add_argument("--sub", required=True, help="the principal id")
     mint.add_argument("--scopes", type=_scopes, default=["chat"], help=SCOPES_HELP)
-    mint.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    mint.add_argument("--ttl", type=_seconds, default=3600, help="seconds until it expires")
     mint.add_argument("--private-key", default=None, help="PEM file, for RS/PS/ES/EdDSA algorithms")
     mint.add_argument("--kid", default=None, help="key id header (for JWKS verifiers)")
     mint.set_defaults(func=_guarded(cmd_token_mint))

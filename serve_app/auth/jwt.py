@@ -202,10 +202,13 @@ def mint_token(
         now: The issue time (tests).
 
     Raises:
-        ValueError: the key for the algorithm is missing, or ``sub`` is no valid id.
+        ValueError: the key for the algorithm is missing, ``sub`` is no valid id, or ``ttl_s``
+            is not positive (the token would be born expired).
     """
     if not _ID.match(sub):
         raise ValueError(f"sub must match {ID_PATTERN}")
+    if ttl_s <= 0:
+        raise ValueError(f"ttl must be a positive number of seconds, not {ttl_s}")
     algorithm = settings.jwt_algorithms[0]
     key: Any
     if algorithm in HMAC_ALGORITHMS:

@@ -110,3 +110,15 @@ def test_keys_create_list_revoke_against_sqlite(
 def test_keys_create_checks_the_owner(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "keys", "create", "--owner", "bob smith", "--name", "n", "--scopes", "chat")
     assert code == 1 and out == "" and "owner" in err
+
+
+@pytest.mark.parametrize("ttl", ["-5", "0", "abc"])
+def test_token_mint_refuses_a_ttl_that_is_no_positive_number_of_seconds(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    """Before, ``--ttl -5`` printed a token that expired before it was issued, exit 0."""
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "mint", "--sub", "alice", "--ttl", ttl])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert f"argument --ttl: {ttl!r} is not a positive whole number of seconds" in err

@@ -258,6 +258,12 @@ def test_minted_hs256_tokens_verify() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
 
+@pytest.mark.parametrize("ttl_s", [0, -5])
+def test_a_token_born_expired_is_not_minted(ttl_s: int) -> None:
+    with pytest.raises(ValueError, match="ttl must be a positive number of seconds"):
+        mint_token("bob", ["chat"], ttl_s, make_settings())
+
+
 def test_minted_tokens_expire() -> None:
     settings = make_settings(jwt_leeway_s=0)
     token = mint_token("bob", ["chat"], 60, settings, now=utcnow() - timedelta(minutes=2))
