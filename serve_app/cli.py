@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -316,6 +317,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def unreachable(gcs_address: str, timeout_s: float = 3.0) -> str:
+    """Why nothing answers at a GCS address ``host:port``; "" when something listens there.
+
+    NOTE: ``ray.init`` retries an address where nothing listens for good (over 2 min here,
+    still retrying), so ``status`` would hang on a mistyped one.
+    """
+    host, _, port = gcs_address.rpartition(":")
+    if not host or not is_tcp_port(port):
+        return "expected host:port (the address `agentserve run` prints)"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"nothing answers there ({exc.strerror or type(exc).__name__})"
+    return ""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``serve status``: through the dashboard when given or running, else through Ray itself."""
     address = args.address
@@ -328,6 +345,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             pass
     if address is not None:
         return subprocess.call([serve_cli(), "status", "--address", address], env=ray_cli_env())
+    if args.ray_address is not None and (problem := unreachable(args.ray_address)):
+        print(f"no Ray cluster at {args.ray_address}: {problem}", file=sys.stderr)
+        return 2
     use_ray_cli_env()
     import dataclasses
 
