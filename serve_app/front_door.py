@@ -45,18 +45,6 @@ def admin_sockets(socket_path: str | None) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(directory), "*", glob.escape(name))))
 
 
-def command(sock_path: str, line: str, timeout_s: float = 5.0) -> str:
-    """One command on HAProxy's runtime API; HAProxy answers, then closes the connection."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout_s)
-        s.connect(sock_path)
-        s.sendall(line.encode() + b"\n")
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def haproxy_pid(show_info: str) -> int:
     """The process id in HAProxy's ``show info`` answer."""
     for line in show_info.splitlines():
@@ -113,6 +101,15 @@ class AdminSession:
         self._sock.close()
 
 
+def command(sock_path: str, line: str, timeout_s: float = 5.0) -> str:
+    """One command on HAProxy's runtime API, in a session of its own."""
+    session = AdminSession(sock_path, timeout_s)
+    try:
+        return session.ask(line)
+    finally:
+        session.close()
+
+
 def requests_in_flight(show_sess: str) -> int:
     """Streams in ``show sess`` that carry a request: all but admin sessions (``fe=GLOBAL``)."""
     return sum(1 for line in show_sess.splitlines() if " fe=" in line and " fe=GLOBAL " not in line)
@@ -153,15 +150,13 @@ def drain(sockets: list[str], timeout_s: float, poll_s: float = 0.1) -> int:
     earlier: set[int] = set()  # soft-stopping since a reload: no admin socket, waited for until gone
     try:
         for path in sockets:
+            session = None
             try:
                 session = AdminSession(path)
-            except OSError as exc:
-                log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
-                continue
-            try:
                 current = haproxy_pid(session.ask("show info"))
             except (OSError, ValueError) as exc:
-                session.close()
+                if session is not None:
+                    session.close()
                 log.warning("HAProxy at %s could not be soft-stopped (%s); not draining it", path, type(exc).__name__)
                 continue
             watched.append(_Watched(session, current))
