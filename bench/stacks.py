@@ -282,10 +282,57 @@ def replica_counts() -> dict[str, int]:
     from ray import serve
 
     deployments = serve.status().applications[APP_NAME].deployments
+    return {name: replica_counts_of(d.replica_states) for name, d in deployments.items()}
+
+
+def deployment_states() -> dict[str, tuple[str, int]]:
+    """Each deployment's status (``HEALTHY``, ``UPSCALING``, ...) and its running replicas."""
+    from ray import serve
+
+    deployments = serve.status().applications[APP_NAME].deployments
     return {
-        name: sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING"))
-        for name, d in deployments.items()
+        name: (str(d.status).rsplit(".", 1)[-1], replica_counts_of(d.replica_states)) for name, d in deployments.items()
     }
+
+
+def replica_counts_of(replica_states: dict[Any, int]) -> int:
+    return sum(n for state, n in replica_states.items() if str(state).endswith("RUNNING"))
+
+
+def warm_up(
+    url: str,
+    connections: int,
+    min_s: float,
+    body: str,
+    expect: str,
+    users: int = 1,
+    serve: bool = False,
+    steady_s: float = 10.0,
+    max_s: float = 120.0,
+    step_s: float = 5.0,
+) -> float:
+    """Load ``url`` for at least ``min_s``; on Serve, until its autoscaler has settled too.
+
+    NOTE: on Serve the load goes on until every deployment is ``HEALTHY`` (none starting
+    or stopping a replica) and no replica count has changed for ``steady_s`` of load, at
+    most ``max_s``: on 2 cores the Agent's second replica came up ~27 s into a 30 s
+    warm-up (look-back 15 s, upscale delay 5 s, its start), so the first measured round
+    was its first load. Returns the seconds of warm-up.
+    """
+    started = time.monotonic()
+    if not serve:
+        run_wrk(url, connections, min_s, body=body, expect=expect, users=users)
+        return round(time.monotonic() - started, 1)
+    last, since = deployment_states(), started
+    while True:
+        run_wrk(url, connections, step_s, body=body, expect=expect, users=users)
+        now = time.monotonic()
+        state = deployment_states()
+        if state != last:
+            last, since = state, now
+        settled = all(status == "HEALTHY" for status, _ in state.values()) and now - since >= steady_s
+        if now - started >= max_s or (now - started >= min_s and settled):
+            return round(now - started, 1)
 
 
 def settle(quiet_cores: float = 0.4, max_wait_s: float = 20.0) -> dict[str, float]:

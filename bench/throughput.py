@@ -24,7 +24,7 @@ import argparse
 import json
 from typing import Any
 
-from bench.load import require_wrk, run_wrk
+from bench.load import require_wrk
 from bench.stacks import (
     TOOL_EXPECT,
     TOOL_TURN,
@@ -38,6 +38,7 @@ from bench.stacks import (
     replica_counts,
     searches_by_stack,
     verdict,
+    warm_up,
 )
 
 MEMORY_OFF = '{"memory_top_k": 0, "remember_messages": false}'
@@ -67,8 +68,9 @@ def main() -> None:
         "--warmup-s",
         type=float,
         default=30,
-        help="load before the first workload's rounds, each stack: Serve's autoscaler settles on the load "
-        "(look-back 15 s, upscale delay 5 s, a replica's start); later workloads get 4 s",
+        help="load before the first workload's rounds, each stack, at least; Serve's goes on until its "
+        "autoscaler has settled (every deployment HEALTHY, no replica count changed for 10 s; at most 120 s: "
+        "look-back 15 s, upscale delay 5 s, a replica's start). Later workloads: at least 4 s",
     )
     a = parser.parse_args()
     require_wrk()
@@ -84,17 +86,24 @@ def main() -> None:
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for i, (wl, (body, expect, tools, _)) in enumerate(WORKLOADS.items()):
             runs[wl] = {name: [] for name in urls}
-            for url in urls.values():
+            warmed: dict[str, float] = {}
+            for name, url in urls.items():
                 check_turn(url, body, expect, tools)
-                run_wrk(
+                warmed[name] = warm_up(
                     f"{url}/api/chat",
                     c,
                     a.warmup_s if i == 0 else 4,
-                    body=json.dumps(body),
-                    expect=expect,
-                    users=a.users,
+                    json.dumps(body),
+                    expect,
+                    a.users,
+                    serve=name == "serve",
                 )
-            print(f"  {wl}: Serve's replicas after the warm-up: {replica_counts()}", flush=True)
+            st.results.setdefault("warm_up_s", {})[wl] = warmed
+            print(
+                f"  {wl}: warm-up {warmed['baseline']:g} s (baseline), {warmed['serve']:g} s (Serve); "
+                f"Serve's replicas after it: {replica_counts()}",
+                flush=True,
+            )
             for r in range(a.rounds):
                 order = list(urls) if r % 2 == 0 else list(reversed(urls))
                 for name in order:
