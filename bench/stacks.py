@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -307,27 +308,41 @@ def warm_up(
     expect: str,
     users: int = 1,
     serve: bool = False,
+) -> float:
+    """Load ``url`` for at least ``min_s``; on Serve, until its autoscaler has settled too
+    (``until_settled``). Returns the seconds of warm-up."""
+
+    def load(seconds: float) -> None:
+        run_wrk(url, connections, seconds, body=body, expect=expect, users=users)
+
+    return until_settled(load, min_s, deployment_states if serve else None)
+
+
+def until_settled(
+    load: Callable[[float], object],
+    min_s: float,
+    states: Callable[[], dict[str, tuple[str, int]]] | None,
     steady_s: float = 10.0,
     max_s: float = 120.0,
     step_s: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> float:
-    """Load ``url`` for at least ``min_s``; on Serve, until its autoscaler has settled too.
+    """Run ``load(seconds)`` for ``min_s``; with ``states``, on in steps until it has settled.
 
-    NOTE: on Serve the load goes on until every deployment is ``HEALTHY`` (none starting
-    or stopping a replica) and no replica count has changed for ``steady_s`` of load, at
-    most ``max_s``: on 2 cores the Agent's second replica came up ~27 s into a 30 s
-    warm-up (look-back 15 s, upscale delay 5 s, its start), so the first measured round
-    was its first load. Returns the seconds of warm-up.
+    NOTE: settled: every deployment ``HEALTHY`` (none starting or stopping a replica) and
+    no status or replica count changed for ``steady_s`` of load, at most ``max_s``. On 2
+    cores the Agent's second replica came up ~27 s into a 30 s warm-up (look-back 15 s,
+    upscale delay 5 s, its start), so the first measured round was its first load.
     """
-    started = time.monotonic()
-    if not serve:
-        run_wrk(url, connections, min_s, body=body, expect=expect, users=users)
-        return round(time.monotonic() - started, 1)
-    last, since = deployment_states(), started
+    started = clock()
+    if states is None:
+        load(min_s)
+        return round(clock() - started, 1)
+    last, since = states(), started
     while True:
-        run_wrk(url, connections, step_s, body=body, expect=expect, users=users)
-        now = time.monotonic()
-        state = deployment_states()
+        load(step_s)
+        now = clock()
+        state = states()
         if state != last:
             last, since = state, now
         settled = all(status == "HEALTHY" for status, _ in state.values()) and now - since >= steady_s
