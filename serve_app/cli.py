@@ -52,6 +52,9 @@ def ray_serve_env(state_dir: str) -> dict[str, str]:
     9101): a second cluster on the same machine (tests, benchmarks) would take over
     the first one's admin socket. Keep ``state_dir`` short: Ray adds a 56-character
     directory under it and HAProxy refuses socket paths over 97 characters.
+    With HAProxy on, Serve also starts a Python "fallback" proxy on the head (for
+    scale from zero) on fixed ports 8500 and 9500; with 8500 taken (another cluster,
+    Consul's default) Serve failed to start, a traceback naming a port no one had set.
     """
 
     return {
@@ -65,6 +68,8 @@ def ray_serve_env(state_dir: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(state_dir, "metrics.sock"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
     }
 
 

@@ -12,10 +12,12 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -78,7 +80,25 @@ def _stop_leftovers(seen: set[Proc]) -> list[Proc]:
     return left
 
 
+@contextlib.contextmanager
+def _taken(port: int) -> Iterator[None]:
+    """``port`` listened on by someone else meanwhile (as it may be already: then left as it is)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            s.bind(("0.0.0.0", port))
+            s.listen()
+        yield
+
+
 def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
+    # Serve's fallback proxy's default port taken (Consul's default, another cluster): ours
+    # gets a port of its own (ray_serve_env); before, Serve's start failed on 8500.
+    with _taken(8500):
+        _serves_reports_and_stops_cleanly(scripted_llm, tmp_path)
+
+
+def _serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
     port = free_port()
     proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
