@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,17 @@ def prepare_config(path: str, port: int | None, host: str | None = None) -> dict
     return config
 
 
-def wait_ready(url: str, timeout_s: float) -> bool:
+class DeployFailed(Exception):
+    """Serve gave up deploying an application (``DEPLOY_FAILED``)."""
+
+
+def wait_ready(url: str, timeout_s: float, failures: Callable[[], list[str]] = list) -> bool:
+    """Whether ``url`` answered 200 within ``timeout_s``.
+
+    Raises:
+        DeployFailed: ``failures()`` named applications Serve gave up on; waiting on
+            would only wait out the timeout (300 s by default) in silence.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -123,8 +134,31 @@ def wait_ready(url: str, timeout_s: float) -> bool:
                 return True
         except httpx.HTTPError:
             pass
+        if failed := failures():
+            raise DeployFailed("\n".join(failed))
         time.sleep(1)
     return False
+
+
+def deploy_failures() -> list[str]:
+    """The applications Serve gave up deploying, each with Serve's message (a bad import
+    path, a constructor that kept raising)."""
+    from ray import serve
+
+    try:
+        apps = serve.status().applications
+    except Exception:  # the controller busy or not up yet: nothing known
+        return []
+    failed = []
+    for name, app in apps.items():
+        if str(app.status).endswith("DEPLOY_FAILED"):
+            failed.append(f"{name}: {app.message}")
+            failed += [
+                f"{name}/{deployment}: {d.message}"
+                for deployment, d in app.deployments.items()
+                if str(d.status).endswith("DEPLOY_FAILED") and d.message
+            ]
+    return failed
 
 
 def serve_cli() -> str:
@@ -298,7 +332,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             flush=True,
         )
         serve_deploy(config)
-        if not wait_ready(f"http://127.0.0.1:{port}/ready", args.ready_timeout):
+        try:
+            ready = wait_ready(f"http://127.0.0.1:{port}/ready", args.ready_timeout, deploy_failures)
+        except DeployFailed as exc:
+            print(f"agentserve run: Serve could not deploy the app:\n{exc}", file=sys.stderr)
+            return 1
+        if not ready:
             print("the app did not become ready; see `agentserve status`", file=sys.stderr)
             return 1
         guard.watch(descendants(os.getpid()))  # and the app's

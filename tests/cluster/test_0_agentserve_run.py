@@ -22,17 +22,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from serve_app.cli import DASHBOARD_PORT, ray_cli_env
+from serve_app.config_file import load_serve_config
 from serve_app.ports import free_port, port_in_use
 from serve_app.procfs import Proc, alive, cmdline, descendants
 from serve_app.scripted_llm import ScriptedLLMServer
 
 AGENTSERVE = str(Path(sys.executable).with_name("agentserve"))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _start_run(
-    port: int, llm_url: str, tmp_path: Path
+    port: int, llm_url: str, tmp_path: Path, *extra: str
 ) -> tuple[subprocess.Popen[str], list[str], threading.Thread, dict[str, str]]:
     """``agentserve run`` on ``port`` against ``llm_url``, its output collected in the returned list."""
     env = {
@@ -45,7 +48,11 @@ def _start_run(
     for key in ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI"):
         env.pop(key, None)
     proc = subprocess.Popen(
-        [AGENTSERVE, "run", f"--port={port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [AGENTSERVE, "run", f"--port={port}", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
@@ -186,6 +193,37 @@ def _serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path:
     assert re.search(r"Serve's graceful stop: [\d.]+ s \(in-flight requests get 10 s\)", "".join(lines))
     assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
+
+
+def test_an_app_serve_cannot_deploy_ends_the_run_at_once_with_serves_reason(tmp_path: Path) -> None:
+    """A tool that does not import (the ToolExecutor's constructor raises on each try): Serve
+    gives the application up, and ``agentserve run`` says why and stops, instead of waiting
+    out --ready-timeout (300 s) in silence and then pointing at ``agentserve status``."""
+    config = load_serve_config(REPO / "configs" / "local.yaml")
+    [app] = [a for a in config["applications"] if a["name"] == "agentserve"]
+    app["args"]["tools"] = ["agentserve_no_such_module:WeatherTool"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc, lines, reader, _ = _start_run(
+        free_port(), f"http://127.0.0.1:{free_port()}/v1", tmp_path, f"--config={path}", "--ready-timeout=280"
+    )
+    seen: set[Proc] = set()
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen |= descendants(proc.pid)
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(timeout=10)
+        left = _stop_leftovers(seen)
+    out = "".join(lines)
+    assert proc.returncode == 1, out
+    assert "Serve could not deploy the app" in out and "agentserve_no_such_module" in out, out
+    assert "did not become ready" not in out, out  # Serve's verdict ended it, not --ready-timeout
+    assert not left, f"processes of agentserve run left: {left}"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
