@@ -98,6 +98,15 @@ def _taken(port: int) -> Iterator[None]:
         yield
 
 
+def _ended(proc: subprocess.Popen[str], reader: threading.Thread, seen: set[Proc]) -> list[Proc]:
+    """Kill ``proc`` if it still runs, collect its output, then stop and report what it left."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    reader.join(timeout=10)
+    return _stop_leftovers(seen)
+
+
 def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
     # Serve's fallback proxy's default port taken (Consul's default, another cluster): ours
     # gets a port of its own (ray_serve_env); before, Serve's start failed on 8500.
@@ -214,11 +223,7 @@ def test_an_app_serve_cannot_deploy_ends_the_run_at_once_with_serves_reason(tmp_
             seen |= descendants(proc.pid)
             time.sleep(0.5)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        reader.join(timeout=10)
-        left = _stop_leftovers(seen)
+        left = _ended(proc, reader, seen)
     out = "".join(lines)
     assert proc.returncode == 1, out
     assert "Serve could not deploy the app" in out and "agentserve_no_such_module" in out, out
@@ -254,11 +259,7 @@ def test_ctrl_c_while_waiting_for_ready_stops_at_once(sig: signal.Signals, tmp_p
         proc.send_signal(sig)
         code = proc.wait(timeout=90)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=10)
-        left = _stop_leftovers(seen)
+        left = _ended(proc, reader, seen)
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines) and "did not become ready" not in "".join(lines)
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
