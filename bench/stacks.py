@@ -280,10 +280,8 @@ def check_turn(base_url: str, turn: dict[str, str], expect: str, tools: list[str
 
 
 def replica_counts() -> dict[str, int]:
-    from ray import serve
-
-    deployments = serve.status().applications[APP_NAME].deployments
-    return {name: replica_counts_of(d.replica_states) for name, d in deployments.items()}
+    """Each deployment's running replicas."""
+    return {name: running for name, (_, running) in deployment_states().items()}
 
 
 def deployment_states() -> dict[str, tuple[str, int]]:
@@ -292,12 +290,12 @@ def deployment_states() -> dict[str, tuple[str, int]]:
 
     deployments = serve.status().applications[APP_NAME].deployments
     return {
-        name: (str(d.status).rsplit(".", 1)[-1], replica_counts_of(d.replica_states)) for name, d in deployments.items()
+        name: (
+            str(d.status).rsplit(".", 1)[-1],
+            sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING")),
+        )
+        for name, d in deployments.items()
     }
-
-
-def replica_counts_of(replica_states: dict[Any, int]) -> int:
-    return sum(n for state, n in replica_states.items() if str(state).endswith("RUNNING"))
 
 
 def warm_up(
