@@ -200,6 +200,7 @@ class Stacks:
         t0 = time.monotonic()
         self.ray_up = True
         ray.init(
+            address="local",  # its own cluster, never one RAY_ADDRESS or `ray start` left here
             include_dashboard=False,
             log_to_driver=False,
             runtime_env={

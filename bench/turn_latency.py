@@ -64,6 +64,7 @@ def start_serve(llm_url: str, agent: dict[str, Any], data_dir: str) -> tuple[str
 
     t0 = time.monotonic()
     ray.init(
+        address="local",  # its own cluster, never one RAY_ADDRESS or `ray start` left here
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={

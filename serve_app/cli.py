@@ -307,9 +307,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     # need it (Ray's metrics agent runs on every node either way); `agentserve status`
     # works without it; `agentserve rollout` and `serve deploy` need it (--dashboard).
     shown = f"dashboard http://127.0.0.1:{DASHBOARD_PORT}" if args.dashboard else "no dashboard; `--dashboard` adds it"
+    if os.environ.pop("RAY_ADDRESS", ""):  # not passed on to Ray's processes either
+        print("RAY_ADDRESS is set and ignored: agentserve run starts a Ray of its own "
+              "(`serve deploy` or `agentserve rollout` deploy onto a cluster)", flush=True)  # fmt: skip
     print(f"starting Ray ({shown}) ...", flush=True)
-    ray.init(include_dashboard=args.dashboard, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
-             configure_logging=False, log_to_driver=False, _metrics_export_port=metrics_port)  # fmt: skip
+    # NOTE: address="local": a Ray of its own, always. Without it ray.init joins the cluster
+    # RAY_ADDRESS names, or else the newest `ray start` on this machine: the config went onto
+    # that cluster (a config deploy replaces its applications) and Ctrl-C shut its Serve down.
+    ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
+             dashboard_port=DASHBOARD_PORT, configure_logging=False, log_to_driver=False,
+             _metrics_export_port=metrics_port)  # fmt: skip
     guard.watch(descendants(os.getpid()))  # Ray's own processes
     print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)

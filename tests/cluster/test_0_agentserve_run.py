@@ -9,12 +9,10 @@ Ctrl-C.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,67 +22,12 @@ import httpx
 import pytest
 import yaml
 
-from serve_app.cli import DASHBOARD_PORT, ray_cli_env
+from serve_app.cli import DASHBOARD_PORT
 from serve_app.config_file import load_serve_config
 from serve_app.ports import free_port, port_in_use
 from serve_app.procfs import Proc, alive, cmdline, descendants
 from serve_app.scripted_llm import ScriptedLLMServer
-
-AGENTSERVE = str(Path(sys.executable).with_name("agentserve"))
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _start_run(
-    port: int, llm_url: str, tmp_path: Path, *extra: str
-) -> tuple[subprocess.Popen[str], list[str], threading.Thread, dict[str, str]]:
-    """``agentserve run`` on ``port`` against ``llm_url``, its output collected in the returned list."""
-    env = {
-        **ray_cli_env(),
-        "LLM_BASE_URL": llm_url,
-        "AGENTSERVE_DATA_DIR": str(tmp_path / "data"),
-        "METRICS_PORT": str(free_port()),
-        "HF_HUB_OFFLINE": "1",
-    }
-    for key in ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI"):
-        env.pop(key, None)
-    proc = subprocess.Popen(
-        [AGENTSERVE, "run", f"--port={port}", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
-    reader.start()
-    return proc, lines, reader, env
-
-
-def _wait_ready(proc: subprocess.Popen[str], port: int, lines: list[str], seen: set[Proc]) -> None:
-    """Until ``/ready`` answers 200, adding what runs under ``proc`` to ``seen`` meanwhile."""
-    deadline = time.monotonic() + 240
-    while True:
-        seen |= descendants(proc.pid)
-        assert proc.poll() is None, f"agentserve run exited {proc.returncode}:\n{''.join(lines)}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"never ready:\n{''.join(lines)}"
-        time.sleep(0.5)
-    seen |= descendants(proc.pid)
-
-
-def _stop_leftovers(seen: set[Proc]) -> list[Proc]:
-    """Wait a little for ``seen`` to exit, SIGKILL what is left, and say what that was."""
-    deadline = time.monotonic() + 20
-    while (left := [p for p in seen if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid, _ in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return left
+from tests.cluster.agentserve_run import AGENTSERVE, REPO, ended, start_run, stop_leftovers, wait_run_ready
 
 
 @contextlib.contextmanager
@@ -98,15 +41,6 @@ def _taken(port: int) -> Iterator[None]:
         yield
 
 
-def _ended(proc: subprocess.Popen[str], reader: threading.Thread, seen: set[Proc]) -> list[Proc]:
-    """Kill ``proc`` if it still runs, collect its output, then stop and report what it left."""
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-    reader.join(timeout=10)
-    return _stop_leftovers(seen)
-
-
 def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
     # Serve's fallback proxy's default port taken (Consul's default, another cluster): ours
     # gets a port of its own (ray_serve_env); before, Serve's start failed on 8500.
@@ -116,12 +50,12 @@ def test_agentserve_run_serves_reports_and_stops_cleanly(scripted_llm: ScriptedL
 
 def _serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path: Path) -> None:
     port = free_port()
-    proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
+    proc, lines, reader, env = start_run(port, scripted_llm.base_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     seen: set[Proc] = set()
     kept = httpx.Client()
     try:
-        _wait_ready(proc, port, lines, seen)
+        wait_run_ready(proc, port, lines, seen)
 
         r = httpx.post(f"{base}/api/chat", json={"message": "What is 17*23?"}, timeout=60)
         assert r.status_code == 200, r.text
@@ -194,7 +128,7 @@ def _serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path:
             code = proc.wait()
         kept.close()
         reader.join(timeout=10)
-        left = _stop_leftovers(seen)  # anything left (a raylet, a replica) is stopped, then reported
+        left = stop_leftovers(seen)  # anything left (a raylet, a replica) is stopped, then reported
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines)
     assert re.search(r"HAProxy drained in [\d.]+ s", "".join(lines)), "".join(lines)  # not "still answering"
@@ -213,7 +147,7 @@ def test_an_app_serve_cannot_deploy_ends_the_run_at_once_with_serves_reason(tmp_
     app["args"]["tools"] = ["agentserve_no_such_module:WeatherTool"]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc, lines, reader, _ = _start_run(
+    proc, lines, reader, _ = start_run(
         free_port(), f"http://127.0.0.1:{free_port()}/v1", tmp_path, f"--config={path}", "--ready-timeout=280"
     )
     seen: set[Proc] = set()
@@ -223,7 +157,7 @@ def test_an_app_serve_cannot_deploy_ends_the_run_at_once_with_serves_reason(tmp_
             seen |= descendants(proc.pid)
             time.sleep(0.5)
     finally:
-        left = _ended(proc, reader, seen)
+        left = ended(proc, reader, seen)
     out = "".join(lines)
     assert proc.returncode == 1, out
     assert "Serve could not deploy the app" in out and "agentserve_no_such_module" in out, out
@@ -240,7 +174,7 @@ def test_ctrl_c_while_waiting_for_ready_stops_at_once(sig: signal.Signals, tmp_p
     (300 s). SIGHUP used to kill the CLI without its stop.
     """
     port = free_port()
-    proc, lines, reader, _ = _start_run(port, f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing there
+    proc, lines, reader, _ = start_run(port, f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing there
     seen: set[Proc] = set()
     try:
         deadline = time.monotonic() + 180
@@ -259,7 +193,7 @@ def test_ctrl_c_while_waiting_for_ready_stops_at_once(sig: signal.Signals, tmp_p
         proc.send_signal(sig)
         code = proc.wait(timeout=90)
     finally:
-        left = _ended(proc, reader, seen)
+        left = ended(proc, reader, seen)
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines) and "did not become ready" not in "".join(lines)
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
@@ -273,10 +207,10 @@ def test_a_killed_run_leaves_nothing_behind(scripted_llm: ScriptedLLMServer, tmp
     Ray's dashboard and runtime-env agents lingered 60-75 s, holding the metrics port.
     """
     port = free_port()
-    proc, lines, reader, env = _start_run(port, scripted_llm.base_url, tmp_path)
+    proc, lines, reader, env = start_run(port, scripted_llm.base_url, tmp_path)
     seen: set[Proc] = set()
     try:
-        _wait_ready(proc, port, lines, seen)
+        wait_run_ready(proc, port, lines, seen)
         assert any(cmdline(pid)[:1] and cmdline(pid)[0].endswith("haproxy") for pid, _ in seen), seen
         proc.kill()
         proc.wait()
@@ -290,7 +224,7 @@ def test_a_killed_run_leaves_nothing_behind(scripted_llm: ScriptedLLMServer, tmp
             proc.kill()
             proc.wait()
         reader.join(timeout=10)
-        _stop_leftovers(seen)
+        stop_leftovers(seen)
     assert not left, f"processes of the killed agentserve run left after 15 s: {left}"
     assert free, "the app's or the metrics port is still taken"
     assert "killed" in "".join(lines), "the guard did not say what it did"

@@ -80,6 +80,7 @@ def ray_cluster(data_dir: str, ray_switches: dict[str, str]) -> Iterator[None]:
     os.environ.update(ray_switches)
     try:
         ray.init(
+            address="local",  # its own cluster, never one RAY_ADDRESS or `ray start` left here
             # NOTE: logical CPUs for scheduling fractional replicas: the session deploys
             # up to three apps at once (main, local model, PostgreSQL) on a 2-core machine.
             num_cpus=8,
