@@ -263,8 +263,9 @@ def bad_ports(ports: dict[str, object]) -> str:
                      if not is_tcp_port(value))  # fmt: skip
 
 
-def taken_ports(host: str, port: int, metrics_port: int) -> list[str]:
-    """What of the app's HTTP port and the metrics port something else listens on already.
+def taken_ports(host: str, port: int, metrics_port: int, dashboard_port: int | None = None) -> list[str]:
+    """What of the app's HTTP port, the metrics port and (with ``--dashboard``) the dashboard's
+    something else listens on already (the dashboard's: another cluster's dashboard, typically).
 
     NOTE: checked before Ray starts: HAProxy failing to bind is only seen as a /ready that
     never answers, and a server already on the port could answer it instead of the app.
@@ -272,6 +273,8 @@ def taken_ports(host: str, port: int, metrics_port: int) -> list[str]:
     taken = [f"{host}:{port} (the app's; --port)"] if port_in_use(host, port) else []
     if port_in_use("127.0.0.1", metrics_port):
         taken.append(f"{metrics_port} (metrics; METRICS_PORT)")
+    if dashboard_port is not None and port_in_use("127.0.0.1", dashboard_port):
+        taken.append(f"{dashboard_port} (the dashboard's; --dashboard-port)")
     return taken
 
 
@@ -291,7 +294,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"agentserve run: not started: {bad}", file=sys.stderr)
         return 2
     metrics_port = int(metrics_port)
-    if taken := taken_ports(http.get("host", "127.0.0.1"), port, metrics_port):
+    dashboard_port = args.dashboard_port if args.dashboard else None
+    if taken := taken_ports(http.get("host", "127.0.0.1"), port, metrics_port, dashboard_port):
         print(f"agentserve run: in use already: {', '.join(taken)}; stop what listens there or "
               "choose another port", file=sys.stderr)  # fmt: skip
         return 2
@@ -306,7 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # ~5 s of start and ~220 MB (docs/benchmarks.md, goal 5). Metrics export does not
     # need it (Ray's metrics agent runs on every node either way); `agentserve status`
     # works without it; `agentserve rollout` and `serve deploy` need it (--dashboard).
-    shown = f"dashboard http://127.0.0.1:{DASHBOARD_PORT}" if args.dashboard else "no dashboard; `--dashboard` adds it"
+    shown = f"dashboard http://127.0.0.1:{dashboard_port}" if dashboard_port else "no dashboard; `--dashboard` adds it"
     if os.environ.pop("RAY_ADDRESS", ""):  # not passed on to Ray's processes either
         print("RAY_ADDRESS is set and ignored: agentserve run starts a Ray of its own "
               "(`serve deploy` or `agentserve rollout` deploy onto a cluster)", flush=True)  # fmt: skip
@@ -315,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # RAY_ADDRESS names, or else the newest `ray start` on this machine: the config went onto
     # that cluster (a config deploy replaces its applications) and Ctrl-C shut its Serve down.
     ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
-             dashboard_port=DASHBOARD_PORT, configure_logging=False, log_to_driver=False,
+             dashboard_port=args.dashboard_port, configure_logging=False, log_to_driver=False,
              _metrics_export_port=metrics_port)  # fmt: skip
     guard.watch(descendants(os.getpid()))  # Ray's own processes
     print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
@@ -445,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="Ctrl-C: seconds Serve may take to finish in-flight requests before Ray stops")  # fmt: skip
     run.add_argument("--dashboard", action="store_true",
                      help=f"also start Ray's dashboard on :{DASHBOARD_PORT} (serve deploy, rollout)")  # fmt: skip
+    run.add_argument("--dashboard-port", type=tcp_port, default=DASHBOARD_PORT,
+                     help="with --dashboard: its port (another cluster's dashboard may hold 8265)")  # fmt: skip
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="`serve status` of the local cluster (apps, deployments, replicas)")
     status.add_argument("--address", default=None,

@@ -47,3 +47,11 @@ def test_the_metrics_port_in_use_is_refused_before_ray_starts(listener: int) -> 
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"{listener} (metrics; METRICS_PORT)" in done.stderr
     assert "starting Ray" not in done.stdout
+
+
+def test_the_dashboard_port_in_use_is_refused_before_ray_starts_with_dashboard(listener: int) -> None:
+    """Another cluster's dashboard on the port: before, ``ray.init`` died with a traceback."""
+    done = _run(f"--port={free_port()}", "--dashboard", f"--dashboard-port={listener}", metrics_port=free_port())
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{listener} (the dashboard's; --dashboard-port)" in done.stderr
+    assert "starting Ray" not in done.stdout
