@@ -154,11 +154,29 @@ def deploy_failures() -> list[str]:
         if str(app.status).endswith("DEPLOY_FAILED"):
             failed.append(f"{name}: {app.message}")
             failed += [
-                f"{name}/{deployment}: {d.message}"
+                f"{name}/{deployment}: {condensed(d.message)}"
                 for deployment, d in app.deployments.items()
                 if str(d.status).endswith("DEPLOY_FAILED") and d.message
             ]
     return failed
+
+
+def condensed(message: str) -> str:
+    """Serve's message about a deployment without the replica's traceback: its first line (what
+    Serve did) and the traceback's last (the exception, which names the cause); the whole
+    traceback stays in the replica's log (``serve_logs_dir``)."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if not any("Traceback (most recent call last)" in line for line in lines) or len(lines) < 3:
+        return message
+    return f"{lines[0]}\n  {lines[-1].strip()}"
+
+
+def serve_logs_dir() -> Path:
+    """Where the local Ray's Serve logs are (controller, replicas), under Ray's default temp dir
+    (RAY_TMPDIR, TMPDIR, /tmp: Ray's own rule)."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(get_default_ray_temp_dir()) / "session_latest" / "logs" / "serve"
 
 
 def serve_cli() -> str:
@@ -346,7 +364,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             ready = wait_ready(f"http://127.0.0.1:{port}/ready", args.ready_timeout, deploy_failures)
         except DeployFailed as exc:
-            print(f"agentserve run: Serve could not deploy the app:\n{exc}", file=sys.stderr)
+            print(f"agentserve run: Serve could not deploy the app:\n{exc}\n"
+                  f"(the replicas' logs, with the whole tracebacks: {serve_logs_dir()})", file=sys.stderr)  # fmt: skip
             return 1
         if not ready:
             print("the app did not become ready; see `agentserve status`", file=sys.stderr)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+from agent.errors import AgentError
+
 
 class DependencyWatch:
     """Tracks how long a dependency check has failed without a break.
@@ -47,8 +49,15 @@ class DependencyWatch:
                 self.failing_since = now
             if not self.ever_ok or now - self.failing_since >= self.unhealthy_after_s:
                 raise RuntimeError(
-                    f"dependencies failing for {now - self.failing_since:.0f}s ({type(exc).__name__})"
+                    f"dependencies failing for {now - self.failing_since:.0f}s: {what_failed(exc)}"
                 ) from None
             return
         self.failing_since = None
         self.ever_ok = True
+
+
+def what_failed(exc: BaseException) -> str:
+    """A failed check's exception for Serve's status and logs: our own errors' messages, which
+    are written for clients ("the conversation store is unavailable"); of anything else only
+    its type, since a driver's message may quote a connection string."""
+    return f"{exc.message} ({type(exc).__name__})" if isinstance(exc, AgentError) else type(exc).__name__

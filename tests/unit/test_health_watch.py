@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.errors import StoreUnavailableError
 from serve_app.health_watch import DependencyWatch
 
 
@@ -46,3 +47,25 @@ async def test_a_replica_whose_dependencies_never_answered_fails_at_once() -> No
     await watch.verdict()
     dep.up = False
     await watch.verdict()  # healthy once: now the grace period applies
+
+
+async def test_the_verdict_names_what_failed_in_our_words_and_never_quotes_a_driver() -> None:
+    """Serve shows the verdict (``agentserve run``, ``serve status``): our error's message says
+    which dependency failed; a driver's message may quote its connection string, so only its
+    type is shown."""
+
+    async def store_down() -> None:
+        raise StoreUnavailableError("the conversation store is unavailable")
+
+    with pytest.raises(RuntimeError) as ours:
+        await DependencyWatch(store_down, clock=lambda: 0.0).verdict()
+    assert str(ours.value) == (
+        "dependencies failing for 0s: the conversation store is unavailable (StoreUnavailableError)"
+    )
+
+    async def driver_error() -> None:
+        raise ValueError("invalid dsn: postgresql://bob:S3cretPw9@db:5432/app")
+
+    with pytest.raises(RuntimeError) as theirs:
+        await DependencyWatch(driver_error, clock=lambda: 0.0).verdict()
+    assert str(theirs.value) == "dependencies failing for 0s: ValueError"
