@@ -115,8 +115,8 @@ class AgentDeployment:
         # NOTE: bounded well inside graceful_shutdown_timeout_s (60 s in configs/), after
         # which Serve kills the replica; what is left is logged (SemanticMemory.close).
         memory: SemanticMemory | None = getattr(self, "memory", None)  # None: __init__ failed before it
-        if memory is not None:
-            await memory.close(timeout_s=MEMORY_DRAIN_S)
+        if memory is not None and not await memory.close(timeout_s=MEMORY_DRAIN_S):  # else it warned
+            logger.info("graceful stop: every queued memory write stored")
 
     async def _ready(self) -> None:
         """Apply migrations once per replica; retried on the next call if the database was down."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import signal
@@ -172,11 +171,13 @@ def condensed(message: str) -> str:
 
 
 def serve_logs_dir() -> Path:
-    """Where the local Ray's Serve logs are (controller, replicas), under Ray's default temp dir
-    (RAY_TMPDIR, TMPDIR, /tmp: Ray's own rule)."""
+    """Where the Serve logs (controller, replicas) of the Ray this process just started are:
+    its session's, under Ray's default temp dir (RAY_TMPDIR, TMPDIR, /tmp: Ray's own rule).
+
+    NOTE: resolved at once: ``session_latest`` moves to the next cluster started here."""
     from ray._common.utils import get_default_ray_temp_dir
 
-    return Path(get_default_ray_temp_dir()) / "session_latest" / "logs" / "serve"
+    return (Path(get_default_ray_temp_dir()) / "session_latest").resolve() / "logs" / "serve"
 
 
 def serve_cli() -> str:
@@ -227,21 +228,37 @@ def stop_serve_and_ray(timeout_s: float = STOP_TIMEOUT_S) -> None:
     from serve_app.front_door import admin_sockets, drain
 
     started = time.monotonic()
+    drained = False
     try:
         sockets = admin_sockets(os.environ.get("RAY_SERVE_HAPROXY_SOCKET_PATH"))  # none without HAProxy
         if sockets:
             left = drain(sockets, timeout_s)
             waited = time.monotonic() - started
+            drained = not left
             if left:
                 print(f"HAProxy still answering after {waited:.1f} s: what is in flight is cut now", flush=True)
             else:
                 print(f"HAProxy drained in {waited:.1f} s", flush=True)
-        _stop_serve(max(timeout_s - (time.monotonic() - started), MIN_SERVE_STOP_S))
+        _stop_serve(max(timeout_s - (time.monotonic() - started), MIN_SERVE_STOP_S), drained)
     finally:
         ray.shutdown()
 
 
-def _stop_serve(timeout_s: float) -> None:
+def _stop_serve(timeout_s: float, drained: bool) -> None:
+    """Serve's graceful stop, up to ``timeout_s``.
+
+    With HAProxy ``drained`` (nothing in flight, no HAProxy process left), every application
+    is deleted at once and the wait ends when every replica but the ingress ones has stopped.
+
+    NOTE: Serve's own shutdown (Ray 2.60) stops deployments in tiers, callers first: the
+    Agent's stop began only after the Ingress's, and an ingress replica stops only after
+    Ray's direct-ingress drain (30 s, for requests a stale HAProxy worker might still send
+    it). So within the bound the Agent was never stopped, and its queued memory writes
+    (``AgentDeployment.__del__``) were never stored; an idle Ctrl-C waited out the bound.
+    With HAProxy drained and the whole cluster going away, no request can reach an
+    ingress replica any more: its drain is not waited for, the other replicas' stop is.
+    """
+    import ray
     from ray.serve.context import _get_global_client
     from ray.serve.exceptions import RayServeException
 
@@ -249,18 +266,48 @@ def _stop_serve(timeout_s: float) -> None:
         client = _get_global_client()
     except RayServeException:
         return  # nothing deployed
-    # NOTE: past the bound Serve warns "Controller failed to shut down ... check controller
-    # logs": expected here (the drain), so it is said plainly instead.
-    serve_logger = logging.getLogger("ray.serve")
-    level = serve_logger.level
-    serve_logger.setLevel(logging.ERROR)
     started = time.monotonic()
-    try:
-        client.shutdown(timeout_s=timeout_s)
-    finally:
-        serve_logger.setLevel(level)
+    apps = serve_apps(client) if drained else {}
+    ingress = {(app, name) for app, name in apps.items() if name}
+    # NOTE: only where every app's ingress is known and the replicas are seen as Ray names
+    # them; else Serve's own stop, as before.
+    at_once = bool(apps) and len(ingress) == len(apps) and bool(serve_replicas() - ingress)
+    client.shutdown_cached_handles()
+    if at_once:
+        stopped = client._controller.delete_apps.remote(list(apps))
+    else:
+        stopped = client._controller.graceful_shutdown.remote()
+    while (left := timeout_s - (time.monotonic() - started)) > 0:
+        done, _ = ray.wait([stopped], timeout=min(0.2, left))
+        if (done and not at_once) or (at_once and not serve_replicas() - ingress):
+            break
     elapsed = time.monotonic() - started
-    print(f"Serve's graceful stop: {elapsed:.1f} s (in-flight requests get {timeout_s:g} s); stopping Ray", flush=True)
+    how = "every replica but the ingress ones stopped" if at_once else "Serve's shutdown"
+    print(f"Serve's graceful stop: {elapsed:.1f} s ({how}; in-flight requests get {timeout_s:g} s); stopping Ray",
+          flush=True)  # fmt: skip
+
+
+def serve_apps(client: Any) -> dict[str, str | None]:
+    """Each application's ingress deployment (None where Serve does not say), from Serve's details."""
+    try:
+        apps = client.get_serve_details().get("applications", {})
+    except Exception:  # the controller busy or gone: Serve's whole stop then
+        return {}
+    return {name: (app.get("deployment_topology") or {}).get("ingress_deployment") for name, app in apps.items()}
+
+
+def serve_replicas() -> set[tuple[str, str]]:
+    """(application, deployment) of each Serve replica alive: Ray names their actors
+    ``SERVE_REPLICA::<app>#<deployment>#<id>``."""
+    import ray
+
+    found = set()
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        name = str(actor["name"])
+        if name.startswith("SERVE_REPLICA::"):
+            app, _, rest = name.removeprefix("SERVE_REPLICA::").partition("#")
+            found.add((app, rest.partition("#")[0]))
+    return found
 
 
 def is_tcp_port(value: object) -> bool:
@@ -342,6 +389,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     guard.watch(descendants(os.getpid()))  # Ray's own processes
     print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
+    logs = serve_logs_dir()
+    print(f"Serve's logs (controller, replicas): {logs}", flush=True)
 
     def _stop(*_: object) -> None:
         raise KeyboardInterrupt  # also while deploying or waiting for /ready
@@ -365,7 +414,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ready = wait_ready(f"http://127.0.0.1:{port}/ready", args.ready_timeout, deploy_failures)
         except DeployFailed as exc:
             print(f"agentserve run: Serve could not deploy the app:\n{exc}\n"
-                  f"(the replicas' logs, with the whole tracebacks: {serve_logs_dir()})", file=sys.stderr)  # fmt: skip
+                  f"(the replicas' logs, with the whole tracebacks: {logs})", file=sys.stderr)  # fmt: skip
             return 1
         if not ready:
             print("the app did not become ready; see `agentserve status`", file=sys.stderr)

@@ -132,8 +132,17 @@ def _serves_reports_and_stops_cleanly(scripted_llm: ScriptedLLMServer, tmp_path:
     assert code == 0, "".join(lines)
     assert "stopping" in "".join(lines)
     assert re.search(r"HAProxy drained in [\d.]+ s", "".join(lines)), "".join(lines)  # not "still answering"
-    # Ctrl-C went through the bounded stop (--stop-timeout), not serve.shutdown()'s 30 s wait.
-    assert re.search(r"Serve's graceful stop: [\d.]+ s \(in-flight requests get 10 s\)", "".join(lines))
+    # Ctrl-C, HAProxy drained: every replica was stopped at once, not callers first (Serve's own
+    # shutdown, which waited out the Ingress's 30 s drain before it stopped the Agent) ...
+    out = "".join(lines)
+    assert re.search(r"Serve's graceful stop: [\d.]+ s \(every replica but the ingress ones stopped; in-flight", out)
+    # ... so the Agent's graceful stop ran: it stores its queued memory writes, then says so.
+    logs = re.search(r"Serve's logs \(controller, replicas\): (\S+)", out)
+    assert logs, out
+    agent_logs = "".join(
+        p.read_text(errors="replace") for p in Path(logs.group(1)).glob("replica_agentserve_Agent_*.log")
+    )
+    assert "graceful stop: every queued memory write stored" in agent_logs, agent_logs[-3000:]
     assert len(seen) >= 8, f"expected Ray's processes and the replicas under agentserve run, saw {len(seen)}"
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
 
