@@ -39,10 +39,13 @@ def serve_logger() -> Iterator[Collect]:
         assert at_root.records == [], "a record reached the root logger too (logged twice)"
     finally:
         root.removeHandler(at_root)
-        serve.handlers, serve.level, serve.propagate = saved
+        # NOTE: setLevel, not the attribute: it also clears the loggers' cached levels.
+        serve.handlers, serve.propagate = saved[0], saved[2]
+        serve.setLevel(saved[1])
         for name, (handlers, level, propagate) in ours.items():
             logger = logging.getLogger(name)
-            logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 def test_our_info_and_warnings_reach_serves_logger_once(serve_logger: Collect) -> None:
