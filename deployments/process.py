@@ -18,7 +18,20 @@ def set_up_replica_process() -> None:
     and our modules' logs into the replica's Serve log."""
     set_metrics_backend(RayMetricsBackend())
     ProcessSettings().apply()
-    send_app_logs_to_serve()
+    if in_replica():  # not where a test builds a deployment's class in its own process
+        send_app_logs_to_serve()
+
+
+def in_replica() -> bool:
+    """Whether this code runs in a Serve replica (Serve has set its replica context)."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return False
+    return True
 
 
 class ToServeLogger(logging.Handler):

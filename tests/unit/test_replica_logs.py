@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from deployments.process import APP_PACKAGES, SERVE_LOGGER, send_app_logs_to_serve
+from deployments.process import (
+    APP_PACKAGES,
+    SERVE_LOGGER,
+    ToServeLogger,
+    in_replica,
+    send_app_logs_to_serve,
+    set_up_replica_process,
+)
 
 
 class Collect(logging.Handler):
@@ -67,3 +74,12 @@ def test_serves_level_of_the_moment_applies(serve_logger: Collect) -> None:
     logging.getLogger("agent.loop").info("dropped now")
     logging.getLogger("agent.loop").error("kept")
     assert [r.getMessage() for r in serve_logger.records] == ["kept"]
+
+
+def test_outside_a_replica_our_loggers_are_left_alone() -> None:
+    """A test (or a script) that builds a deployment's class in its own process keeps its logging."""
+    assert not in_replica()
+    before = {name: logging.getLogger(name).propagate for name in APP_PACKAGES}
+    set_up_replica_process()
+    assert {name: logging.getLogger(name).propagate for name in APP_PACKAGES} == before
+    assert not any(isinstance(h, ToServeLogger) for name in APP_PACKAGES for h in logging.getLogger(name).handlers)
