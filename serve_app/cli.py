@@ -274,13 +274,15 @@ def _stop_serve(timeout_s: float, drained: bool) -> None:
     at_once = bool(apps) and len(ingress) == len(apps) and bool(serve_replicas() - ingress)
     client.shutdown_cached_handles()
     if at_once:
-        stopped = client._controller.delete_apps.remote(list(apps))
+        client._controller.delete_apps.remote(list(apps))
     else:
-        stopped = client._controller.graceful_shutdown.remote()
-    while (left := timeout_s - (time.monotonic() - started)) > 0:
-        done, _ = ray.wait([stopped], timeout=min(0.2, left))
-        if (done and not at_once) or (at_once and not serve_replicas() - ingress):
-            break
+        shutdown = client._controller.graceful_shutdown.remote()
+
+    def finished() -> bool:
+        return not serve_replicas() - ingress if at_once else bool(ray.wait([shutdown], timeout=0)[0])
+
+    while not finished() and (left := timeout_s - (time.monotonic() - started)) > 0:
+        time.sleep(min(0.2, left))
     elapsed = time.monotonic() - started
     how = "every replica but the ingress ones stopped" if at_once else "Serve's shutdown"
     print(f"Serve's graceful stop: {elapsed:.1f} s ({how}; in-flight requests get {timeout_s:g} s); stopping Ray",

@@ -229,11 +229,7 @@ def test_a_killed_run_leaves_nothing_behind(scripted_llm: ScriptedLLMServer, tmp
         left = [(pid, cmdline(pid)) for pid, start in seen if alive((pid, start))]
         free = not port_in_use("127.0.0.1", port) and not port_in_use("127.0.0.1", int(env["METRICS_PORT"]))
     finally:
-        if proc.poll() is None:  # it failed before the kill
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=10)
-        stop_leftovers(seen)
+        ended(proc, reader, seen)  # it failed before the kill: killed now; what is left is stopped
     assert not left, f"processes of the killed agentserve run left after 15 s: {left}"
     assert free, "the app's or the metrics port is still taken"
     assert "killed" in "".join(lines), "the guard did not say what it did"
