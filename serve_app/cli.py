@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import yaml
@@ -23,6 +23,7 @@ from serve_app.cli_auth import add_auth_commands
 from serve_app.cli_backup import add_backup_commands
 from serve_app.config_file import CONFIG_ERRORS, config_problem, load_serve_config, validate_serve_config
 from serve_app.kuberay import add_kuberay_commands
+from serve_app.local_runs import STATE_PREFIX, STATE_ROOT, LocalRun, live_runs, record
 from serve_app.ports import free_port, port_in_use
 from serve_app.procfs import descendants
 from serve_app.rollout import add_rollout_commands
@@ -367,7 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               "choose another port", file=sys.stderr)  # fmt: skip
         return 2
     # NOTE: short and under /tmp: HAProxy refuses longer socket paths (see ray_serve_env).
-    serve_state = tempfile.mkdtemp(prefix="ashp-", dir="/tmp")
+    serve_state = tempfile.mkdtemp(prefix=STATE_PREFIX, dir=STATE_ROOT)
     for key, value in ray_serve_env(serve_state).items():
         os.environ.setdefault(key, value)  # an explicit RAY_SERVE_...=0 in the environment wins
     guard = RunGuard(serve_state)  # cleans up if this process is killed (serve_app.run_guard)
@@ -389,7 +390,10 @@ def cmd_run(args: argparse.Namespace) -> int:
              dashboard_port=args.dashboard_port, configure_logging=False, log_to_driver=False,
              _metrics_export_port=metrics_port)  # fmt: skip
     guard.watch(descendants(os.getpid()))  # Ray's own processes
-    print(f"Ray is up at {ray.get_runtime_context().gcs_address} (agentserve status --ray-address ...)", flush=True)
+    gcs_address = ray.get_runtime_context().gcs_address
+    dashboard = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else None
+    record(serve_state, gcs_address, dashboard, port)  # what `agentserve status` reports on
+    print(f"Ray is up at {gcs_address} (`agentserve status` reports on this run)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
     logs = serve_logs_dir()
     print(f"Serve's logs (controller, replicas): {logs}", flush=True)
@@ -458,20 +462,52 @@ def unreachable(gcs_address: str, timeout_s: float = 3.0) -> str:
     return ""
 
 
+class StatusTarget(NamedTuple):
+    """The cluster a bare ``agentserve status`` reports on, and why that one."""
+
+    dashboard: str | None
+    ray_address: str | None  # None with no dashboard either: the newest local cluster
+    why: str
+
+
+def status_target(runs: list[LocalRun]) -> StatusTarget | str:
+    """Which cluster a bare ``agentserve status`` reports on, or why it cannot tell.
+
+    In order: ``RAY_ADDRESS``; the one `agentserve run` live on this machine (its dashboard if it
+    started one, else Ray itself); a dashboard on :8265; the newest local cluster (Ray's "auto").
+    Several live runs: the caller must name one.
+    """
+    if env := os.environ.get("RAY_ADDRESS"):
+        return StatusTarget(None, env, f"the Ray cluster RAY_ADDRESS names ({env})")
+    if len(runs) > 1:
+        listed = "".join(f"\n  --ray-address {r.ray_address}   (pid {r.pid}, port {r.port})" for r in runs)
+        return f"agentserve status: {len(runs)} `agentserve run`s live here; name one:{listed}"
+    if runs:
+        run = runs[0]
+        why = f"the `agentserve run` on port {run.port} (pid {run.pid}), Ray at {run.ray_address}"
+        return StatusTarget(run.dashboard, run.ray_address, why)
+    local = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    try:
+        httpx.get(local, timeout=2)
+        return StatusTarget(local, None, f"no `agentserve run` live here; the Ray dashboard at {local}")
+    except httpx.HTTPError:
+        return StatusTarget(None, None, "no `agentserve run` live here; the newest local Ray cluster")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """``serve status``: through the dashboard when given or running, else through Ray itself."""
-    address = args.address
-    if address is None and args.ray_address is None:
-        local = f"http://127.0.0.1:{DASHBOARD_PORT}"
-        try:
-            httpx.get(local, timeout=2)
-            address = local
-        except httpx.HTTPError:
-            pass
-    if address is not None:
-        return subprocess.call([serve_cli(), "status", "--address", address], env=ray_cli_env())
-    if args.ray_address is not None and (problem := unreachable(args.ray_address)):
-        print(f"no Ray cluster at {args.ray_address}: {problem}", file=sys.stderr)
+    """``serve status`` of the cluster the flags name, else of the one meant (``status_target``)."""
+    dashboard, ray_address = args.address, args.ray_address
+    if dashboard is None and ray_address is None:
+        target = status_target(live_runs())
+        if isinstance(target, str):
+            print(target, file=sys.stderr)
+            return 2
+        dashboard, ray_address, why = target
+        print(f"agentserve status: {why}", file=sys.stderr)
+    if dashboard is not None:
+        return subprocess.call([serve_cli(), "status", "--address", dashboard], env=ray_cli_env())
+    if ray_address is not None and (problem := unreachable(ray_address)):
+        print(f"no Ray cluster at {ray_address}: {problem}", file=sys.stderr)
         return 2
     use_ray_cli_env()
     import dataclasses
@@ -480,9 +516,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ray import serve
 
     try:
-        ray.init(address=args.ray_address or "auto", configure_logging=False, log_to_driver=False)
+        ray.init(address=ray_address or "auto", configure_logging=False, log_to_driver=False)
     except ConnectionError as exc:
-        print(f"no Ray cluster at {args.ray_address or 'auto'}: {exc}", file=sys.stderr)
+        print(f"no Ray cluster at {ray_address or 'auto'}: {exc}", file=sys.stderr)
         return 2
     try:
         # NOTE: through JSON: the statuses are str enums, which yaml.safe_dump refuses.
@@ -522,9 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dashboard-port", type=tcp_port, default=DASHBOARD_PORT,
                      help="with --dashboard: its port (another cluster's dashboard may hold 8265)")  # fmt: skip
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="`serve status` of the local cluster (apps, deployments, replicas)")
-    status.add_argument("--address", default=None,
-                        help=f"a Ray dashboard (default :{DASHBOARD_PORT} if up, else --ray-address)")  # fmt: skip
+    status = sub.add_parser("status", help="`serve status` of the live `agentserve run` (apps, deployments, replicas)",
+                            description="Without --address or --ray-address: the cluster RAY_ADDRESS names, else the "
+                            "`agentserve run` live on this machine, else a dashboard on "
+                            f":{DASHBOARD_PORT}, else the newest local Ray cluster (said on stderr).")  # fmt: skip
+    status.add_argument("--address", default=None, help="a Ray dashboard's URL")
     status.add_argument("--ray-address", default=None,
                         help="a Ray cluster's GCS address (`agentserve run` prints it)")  # fmt: skip
     status.set_defaults(func=cmd_status)

@@ -2,7 +2,8 @@
 
 A developer's shell often has RAY_ADDRESS set, or a `ray start` cluster of their own
 running. `agentserve run` starts a Ray of its own anyway, and leaves the other cluster's Serve
-as it was, through its start and its Ctrl-C. Before, ray.init (no address) joined the
+as it was, through its start and its Ctrl-C, and a bare `agentserve status` reports on the
+run, not on the other cluster. Before, ray.init (no address) joined the
 cluster RAY_ADDRESS named, or else the newest `ray start` here. The app's config was then
 deployed onto that cluster: a config deploy replaces its applications, and the config's
 port was not applied, so /ready never answered. Ctrl-C then shut that cluster's Serve down.
@@ -14,15 +15,17 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
 
+from serve_app.cli import ray_cli_env
 from serve_app.ports import free_port
 from serve_app.procfs import Proc, descendants
 from serve_app.rollout import DashboardServeCluster
 from serve_app.scripted_llm import ScriptedLLMServer
-from tests.cluster.agentserve_run import ended, start_run, wait_run_ready
+from tests.cluster.agentserve_run import AGENTSERVE, ended, start_run, wait_run_ready
 from tests.cluster.conftest import replica_ids
 from tests.cluster.ray_head import RayHead
 
@@ -55,6 +58,9 @@ def test_run_starts_a_ray_of_its_own_and_leaves_another_clusters_serve_alone(
         r = httpx.post(f"http://127.0.0.1:{port}/api/chat", json={"message": "What is 17*23?"}, timeout=60)
         assert r.status_code == 200 and "391" in r.json()["response"], r.text
         during = _serve_state(cluster)
+        # A bare `agentserve status` reports on the run, not on the newest `ray start` cluster.
+        status_env = {k: v for k, v in ray_cli_env().items() if k != "RAY_ADDRESS"}
+        status = subprocess.run([AGENTSERVE, "status"], env=status_env, capture_output=True, text=True, timeout=120)
         seen |= descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=90)
@@ -66,6 +72,9 @@ def test_run_starts_a_ray_of_its_own_and_leaves_another_clusters_serve_alone(
     gcs = re.search(r"Ray is up at \S+:(\d+)", out)
     assert gcs and int(gcs.group(1)) != ray_head.port, out
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
+    assert status.returncode == 0, status.stderr
+    assert f"agentserve status: the `agentserve run` on port {port} (pid {proc.pid})" in status.stderr
+    assert re.search(r"^  local-llm:$", status.stdout, re.M), status.stdout  # the run's second app
     # The other cluster: the same applications and replicas while the run served and after
     # its Ctrl-C, and its app still answers.
     assert during == before
