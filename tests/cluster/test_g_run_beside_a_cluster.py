@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import yaml
 
 from serve_app.cli import ray_cli_env
 from serve_app.ports import free_port
@@ -74,7 +75,9 @@ def test_run_starts_a_ray_of_its_own_and_leaves_another_clusters_serve_alone(
     assert not left, f"processes of agentserve run left after Ctrl-C: {left}"
     assert status.returncode == 0, status.stderr
     assert f"agentserve status: the `agentserve run` on port {port} (pid {proc.pid})" in status.stderr
-    assert re.search(r"^  local-llm:$", status.stdout, re.M), status.stdout  # the run's second app
+    # the run's Serve (its one node), not the other cluster's
+    reported = set(yaml.safe_load(status.stdout)["proxies"])
+    assert reported and not reported & set(cluster.details()["proxies"]), status.stdout
     # The other cluster: the same applications and replicas while the run served and after
     # its Ctrl-C, and its app still answers.
     assert during == before
