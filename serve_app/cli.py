@@ -392,7 +392,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     guard.watch(descendants(os.getpid()))  # Ray's own processes
     gcs_address = ray.get_runtime_context().gcs_address
     dashboard = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else None
-    record(serve_state, gcs_address, dashboard, port)  # what `agentserve status` reports on
+    try:
+        record(serve_state, gcs_address, dashboard, port)  # what a bare `agentserve status` reports on
+    except OSError as exc:  # a convenience: never a reason not to run
+        print(f"(not recorded for `agentserve status`: {exc.strerror or exc}; use --ray-address)", flush=True)
     print(f"Ray is up at {gcs_address} (`agentserve status` reports on this run)", flush=True)
     print(f"Prometheus metrics (Ray Serve's and ours): http://127.0.0.1:{metrics_port}/metrics", flush=True)
     logs = serve_logs_dir()
