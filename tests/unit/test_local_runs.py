@@ -111,8 +111,7 @@ def test_ray_address_comes_first(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "RAY_ADDRESS" in target.why
 
 
-@pytest.mark.usefixtures("no_dashboard")
-def test_without_a_run_a_dashboard_on_its_port_else_the_newest_cluster(a_dashboard: str) -> None:
+def test_without_a_run_a_dashboard_on_its_port(a_dashboard: str) -> None:
     target = status_target([])
     assert isinstance(target, StatusTarget)
     assert (target.dashboard, target.ray_address) == (a_dashboard, None)
