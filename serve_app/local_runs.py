@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serve_app.procfs import alive, stat_fields
+from serve_app.procfs import alive, proc_of
 
 RUN_FILE = "run.json"
 STATE_PREFIX = "ashp-"  # the run's state directory (HAProxy's files, this record) ...
@@ -33,9 +33,9 @@ class LocalRun:
 
 def record(state_dir: str, ray_address: str, dashboard: str | None, port: int) -> None:
     """Record this process as a run with ``ray_address`` (written whole, never half)."""
-    stat = stat_fields(os.getpid())
-    assert stat is not None
-    run = LocalRun(os.getpid(), int(stat[19]), ray_address, dashboard, port)
+    me = proc_of(os.getpid())
+    assert me is not None
+    run = LocalRun(*me, ray_address, dashboard, port)
     path = Path(state_dir, RUN_FILE)
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(asdict(run)))

@@ -54,6 +54,12 @@ def descendants(root: int) -> set[Proc]:
     return found
 
 
+def proc_of(pid: int) -> Proc | None:
+    """The process ``pid`` is now, as a ``Proc``; None once it is gone."""
+    stat = stat_fields(pid)
+    return None if stat is None else (pid, int(stat[19]))
+
+
 def alive(proc: Proc) -> bool:
     stat = stat_fields(proc[0])
     return stat is not None and stat[0] != "Z" and int(stat[19]) == proc[1]

@@ -23,13 +23,13 @@ from serve_app import cli
 from serve_app.cli import StatusTarget, cmd_status, status_target
 from serve_app.local_runs import RUN_FILE, STATE_PREFIX, LocalRun, live_runs, record
 from serve_app.ports import free_port
-from serve_app.procfs import stat_fields
+from serve_app.procfs import proc_of
 
 
 def _started(pid: int) -> int:
-    stat = stat_fields(pid)
-    assert stat is not None
-    return int(stat[19])
+    proc = proc_of(pid)
+    assert proc is not None
+    return proc[1]
 
 
 def _write(root: Path, name: str, run: LocalRun | str) -> None:
